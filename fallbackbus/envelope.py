@@ -1,0 +1,201 @@
+"""Fallback entries: the JSON envelope a message is stored in while RabbitMQ cannot take it.
+
+An entry is ``{"organization", "service", "message": <body>}`` as petisco writes it, plus our own
+optional keys ``reason``, ``stored_at`` and ``attempts``. The body is embedded as raw bytes and
+read back as the raw span of the ``message`` value, so a replayed message is the stored body byte
+for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fallbackbus.messages import KIND_COMMAND, KIND_DOMAIN_EVENT, Outgoing
+
+_DECODER = json.JSONDecoder()
+_scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # public, untyped
+_KINDS = (KIND_DOMAIN_EVENT, KIND_COMMAND)
+
+
+class PoisonEntry(ValueError):
+    """A stored entry that can never be published; ``reason`` says why (goes to the audit)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """A decoded entry: what to republish and how many reachable-broker attempts it has had."""
+
+    outgoing: Outgoing
+    attempts: int
+    reason: str | None
+    stored_at: str | None
+
+
+def encode(
+    outgoing: Outgoing, *, reason: str, attempts: int = 0, stored_at: str | None = None
+) -> bytes:
+    """Serialize ``outgoing`` as a fallback entry, embedding its body untouched."""
+    when = stored_at or datetime.now(UTC).isoformat(timespec="microseconds")
+    head = json.dumps({"organization": outgoing.organization, "service": outgoing.service})
+    tail = json.dumps({"reason": reason, "stored_at": when, "attempts": attempts})
+    return f'{head[:-1]}, "message": '.encode() + outgoing.body + f", {tail[1:]}".encode()
+
+
+def with_attempts(entry: StoredEntry, attempts: int) -> bytes:
+    """The same entry with a new attempt count (the body is carried over byte for byte)."""
+    return encode(
+        entry.outgoing,
+        reason=entry.reason or "",
+        attempts=attempts,
+        stored_at=entry.stored_at,
+    )
+
+
+def decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
+    """Decode a stored entry, or raise :class:`PoisonEntry` with the reason it can never be sent."""
+    if len(raw) > max_bytes:
+        raise PoisonEntry(f"entry is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise PoisonEntry("entry is not UTF-8") from None
+    spans = _top_level_spans(text)
+    organization = _string(spans, text, "organization")
+    service = _string(spans, text, "service")
+    if "message" not in spans:
+        raise PoisonEntry("entry has no 'message'")
+    body, data = _body(text, spans["message"])
+    kind = data.get("type_message")
+    if kind not in _KINDS:
+        raise PoisonEntry(f"unknown message kind {kind!r}")
+    message_id = data.get("id")
+    message_type = data.get("type")
+    version = data.get("version", 1)
+    if not isinstance(message_id, str) or not message_id:
+        raise PoisonEntry("message has no string 'data.id'")
+    if not isinstance(message_type, str) or not message_type:
+        raise PoisonEntry("message has no string 'data.type'")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise PoisonEntry(f"message version {version!r} is not a positive integer")
+    attempts = _optional(spans, text, "attempts", int) or 0
+    return StoredEntry(
+        outgoing=Outgoing(
+            message_id=message_id,
+            type=message_type,
+            kind=kind,
+            version=version,
+            organization=organization,
+            service=service,
+            body=body,
+        ),
+        attempts=attempts if attempts >= 0 else 0,
+        reason=_optional(spans, text, "reason", str),
+        stored_at=_optional(spans, text, "stored_at", str),
+    )
+
+
+def peek_identity(raw: bytes | str) -> dict[str, Any]:
+    """Best-effort id/type/organization/service of any entry, poison included, for the audit."""
+    try:
+        doc = json.loads(raw)
+        data = doc["message"]
+        if isinstance(data, str):
+            data = json.loads(data)
+        data = data.get("data", {})
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+    if not isinstance(doc, dict) or not isinstance(data, dict):
+        return {}
+    ident = {
+        "message_id": data.get("id"),
+        "message_type": data.get("type"),
+        "organization": doc.get("organization"),
+        "service": doc.get("service"),
+    }
+    return {k: v for k, v in ident.items() if isinstance(v, str)}
+
+
+def _top_level_spans(text: str) -> dict[str, tuple[int, int]]:
+    """Map each top-level key of a JSON object to the (start, end) span of its raw value."""
+    ws = " \t\n\r"
+    n = len(text)
+    i = _skip(text, 0, ws)
+    if i >= n or text[i] != "{":
+        raise PoisonEntry("entry is not a JSON object")
+    spans: dict[str, tuple[int, int]] = {}
+    i = _skip(text, i + 1, ws)
+    if i < n and text[i] == "}":
+        raise PoisonEntry("entry is an empty JSON object")
+    try:
+        while True:
+            if i >= n or text[i] != '"':
+                raise PoisonEntry("entry is not valid JSON (expected a key)")
+            key, i = _scanstring(text, i + 1)
+            i = _skip(text, i, ws)
+            if i >= n or text[i] != ":":
+                raise PoisonEntry("entry is not valid JSON (expected ':')")
+            start = _skip(text, i + 1, ws)
+            _, end = _DECODER.raw_decode(text, start)
+            spans[key] = (start, end)
+            i = _skip(text, end, ws)
+            if i < n and text[i] == ",":
+                i = _skip(text, i + 1, ws)
+                continue
+            if i < n and text[i] == "}":
+                break
+            raise PoisonEntry("entry is not valid JSON (truncated)")
+    except ValueError as exc:
+        if isinstance(exc, PoisonEntry):
+            raise
+        raise PoisonEntry(f"entry is not valid JSON ({exc})") from None
+    if _skip(text, i + 1, ws) != n:
+        raise PoisonEntry("entry has trailing data after the JSON object")
+    return spans
+
+
+def _skip(text: str, i: int, chars: str) -> int:
+    while i < len(text) and text[i] in chars:
+        i += 1
+    return i
+
+
+def _string(spans: dict[str, tuple[int, int]], text: str, key: str) -> str:
+    value = _optional(spans, text, key, str)
+    if not value:
+        raise PoisonEntry(f"entry has no string {key!r}")
+    return str(value)
+
+
+def _optional(spans: dict[str, tuple[int, int]], text: str, key: str, kind: type[Any]) -> Any:
+    if key not in spans:
+        return None
+    start, end = spans[key]
+    value = json.loads(text[start:end])
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise PoisonEntry(f"entry key {key!r} is not a {kind.__name__}")
+    return value
+
+
+def _body(text: str, span: tuple[int, int]) -> tuple[bytes, dict[str, Any]]:
+    raw = text[span[0] : span[1]]
+    value = json.loads(raw)
+    if isinstance(value, str):
+        # petisco variants that stored the body as a JSON string: republish that string.
+        raw, value = value, _loads_body(value)
+    if not isinstance(value, dict) or not isinstance(value.get("data"), dict):
+        raise PoisonEntry("message has no 'data' object")
+    return raw.encode(), value["data"]
+
+
+def _loads_body(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise PoisonEntry("message is a string that is not JSON") from None

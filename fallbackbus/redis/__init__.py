@@ -1,0 +1,7 @@
+"""Redis side of fallbackbus: the fallback buses and the store they write with."""
+
+from fallbackbus.redis.buses import RedisCommandBus, RedisDomainEventBus
+from fallbackbus.redis.keys import ListKeys
+from fallbackbus.redis.store import RedisFallbackStore
+
+__all__ = ["ListKeys", "RedisCommandBus", "RedisDomainEventBus", "RedisFallbackStore"]
