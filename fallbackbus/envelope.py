@@ -8,6 +8,7 @@ for byte.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -199,3 +200,56 @@ def _loads_body(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         raise PoisonEntry("message is a string that is not JSON") from None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A parked entry: the original bytes, untouched, and why it was parked."""
+
+    original: bytes
+    reason: str
+    source_list: str
+    dead_at: str
+    run_id: str | None
+
+
+def encode_dead_letter(
+    original: bytes, *, reason: str, source_list: str, run_id: str | None
+) -> bytes:
+    """Wrap a parked entry; non-UTF-8 originals are kept as base64 so requeue restores them."""
+    try:
+        kept: dict[str, str] = {"entry": original.decode()}
+    except UnicodeDecodeError:
+        kept = {"entry_base64": base64.b64encode(original).decode()}
+    doc = {
+        "reason": reason,
+        "source_list": source_list,
+        "dead_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "run_id": run_id,
+        **kept,
+    }
+    return json.dumps(doc).encode()
+
+
+def decode_dead_letter(raw: bytes) -> DeadLetter:
+    doc = json.loads(raw)
+    if "entry_base64" in doc:
+        original = base64.b64decode(doc["entry_base64"])
+    else:
+        original = str(doc["entry"]).encode()
+    return DeadLetter(
+        original=original,
+        reason=str(doc.get("reason", "")),
+        source_list=str(doc.get("source_list", "")),
+        dead_at=str(doc.get("dead_at", "")),
+        run_id=doc.get("run_id"),
+    )
+
+
+def is_ours(raw: bytes) -> bool:
+    """Written by fallbackbus (so already counted as fell back), not by petisco or by hand."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and "stored_at" in doc
