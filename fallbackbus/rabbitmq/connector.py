@@ -126,7 +126,7 @@ class RabbitMqConnector:
                 break
             try:
                 return self._open(url, remaining)
-            except CONNECTION_ERRORS as exc:  # OSError covers socket timeouts
+            except Exception as exc:  # OSError covers socket timeouts; anything else is as fatal
                 errors.append(f"{mask_url(url)}: {describe_error(exc)}")
         raise BrokerUnavailable("cannot connect to RabbitMQ: " + "; ".join(errors))
 

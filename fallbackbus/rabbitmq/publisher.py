@@ -80,6 +80,15 @@ class RabbitMqPublisher:
             self.connector.discard(lease)
             reason = describe_error(exc)
             pending = batch.pending_messages()
+            if isinstance(exc, amqp.exceptions.ChannelError):
+                # RabbitMQ answered and refused (e.g. 406 PRECONDITION_FAILED: the exchange exists
+                # with another type; 403 ACCESS_REFUSED): the broker is up, so this is an attempt,
+                # and the circuit stays closed.
+                return PublishResult(
+                    confirmed=batch.confirmed(),
+                    failed=batch.refused()
+                    + [(m, f"refused by RabbitMQ: {reason}") for m in pending],
+                )
             if lease.reused and not batch.any_answer and not isinstance(exc, _ConfirmTimeout):
                 # A pooled connection can die while idle (broker restart, proxy cut): retry the
                 # unconfirmed messages once on a fresh one before calling the broker unreachable.
