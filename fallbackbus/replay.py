@@ -38,6 +38,7 @@ from fallbackbus.errors import AuditUnavailable, ReplayError
 from fallbackbus.rabbitmq.connector import RabbitMqConnector
 from fallbackbus.rabbitmq.publisher import RabbitMqPublisher
 from fallbackbus.redis import scripts
+from fallbackbus.redis.client import redis_from_url
 from fallbackbus.redis.keys import ListKeys, stats_field
 from fallbackbus.secrets import describe_error
 from fallbackbus.settings import Settings
@@ -117,7 +118,7 @@ class Replayer:
         settings = settings or Settings.from_env()
         audit = SqlAuditStore.from_settings(settings)
         replayer = cls(
-            redis=redis_py.Redis.from_url(settings.redis_url),
+            redis=redis_from_url(settings=settings),
             publisher=RabbitMqPublisher(RabbitMqConnector(settings=settings)),
             audit=audit,
             settings=settings,
