@@ -152,11 +152,16 @@ class Replayer:
         try:
             # No republish without an audit row: if the database is down, claim nothing.
             self.audit.ping()
-        except AuditUnavailable as exc:
-            return self._end(report, started, stop=f"audit database unavailable: {exc}")
-        try:
             self.audit.start_run(report.run_id, keys.source, self.worker, report.started_at)
+        except AuditUnavailable as exc:
+            self._stop(report, f"audit database unavailable: {exc}")
+            return self._end(report, started, recorded=False)
+        try:
             report.recovered = self._recover_expired(keys)
+            unreachable = self.publisher.unreachable_reason()
+            if unreachable is not None:
+                # Claiming now would only move entries back and forth: stop before touching any.
+                self._stop(report, f"RabbitMQ unavailable: {unreachable}")
             while report.status == COMPLETED and self._done(report) < limit:
                 want = min(batch_size, limit - self._done(report))
                 claimed = self._claim(
@@ -173,7 +178,7 @@ class Replayer:
             # What was claimed stays in this run's processing list; its lease brings it back.
             self._stop(report, f"Redis failed: {describe_error(exc)}")
         self._release_lease(keys, report)
-        return self._end(report, started)
+        return self._end(report, started, recorded=True)
 
     def _process(self, keys: ListKeys, report: ReplayReport, batch: _Batch) -> None:
         entries: list[tuple[bytes, StoredEntry]] = []
@@ -380,12 +385,10 @@ class Replayer:
         report.stop_reason = reason
         logger.warning("replay run %s on %s stopped: %s", report.run_id, report.source_list, reason)
 
-    def _end(self, report: ReplayReport, started: float, stop: str | None = None) -> ReplayReport:
-        if stop is not None:
-            self._stop(report, stop)
+    def _end(self, report: ReplayReport, started: float, *, recorded: bool) -> ReplayReport:
         report.finished_at = datetime.now(UTC)
         report.duration_seconds = time.monotonic() - started
-        if stop is None:
+        if recorded:
             try:
                 self.audit.finish_run(
                     RunReport(

@@ -60,6 +60,19 @@ class RabbitMqPublisher:
             self.connector.breaker.succeeded()
         return result
 
+    def unreachable_reason(self) -> str | None:
+        """Why RabbitMQ cannot be reached now (open circuit, failed connect), or None if it can."""
+        if not self.connector.breaker.allow():
+            return f"circuit open after: {self.connector.breaker.last_failure}"
+        try:
+            lease = self.connector.acquire()
+        except BrokerUnavailable as exc:
+            self.connector.breaker.failed(str(exc))
+            return str(exc)
+        self.connector.release(lease)
+        self.connector.breaker.succeeded()
+        return None
+
     def _attempt(
         self, messages: Sequence[Outgoing], headers: Mapping[str, Any] | None
     ) -> PublishResult:
