@@ -68,6 +68,42 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def storable_text(text: str) -> str:
+    """``text`` with what no database column can hold written as visible escapes.
+
+    Poison entries carry anything JSON allows: NUL (PostgreSQL text refuses it) and lone
+    surrogates from ``"\\ud800"`` escapes (no UTF-8 form at all). Failing their audit row would stop
+    every replay run at the same entry; an escaped copy keeps the row and the list moving.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+class StorableString(TypeDecorator[str]):
+    """A string column that takes any Python ``str`` (see :func:`storable_text`).
+
+    Also applied to query filter values, so a filter matches what was stored.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else storable_text(value)
+
+
+class StorableText(StorableString):
+    """:class:`StorableString` for long, free text (reasons)."""
+
+    impl = Text
+    cache_ok = True  # Not inherited: SQLAlchemy asks each TypeDecorator class to say so.
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -77,15 +113,15 @@ class RunRecord(Base):
 
     __tablename__ = "fallbackbus_runs"
 
-    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    source_list: Mapped[str] = mapped_column(String)
-    worker: Mapped[str] = mapped_column(String)
+    run_id: Mapped[str] = mapped_column(StorableString(36), primary_key=True)
+    source_list: Mapped[str] = mapped_column(StorableString)
+    worker: Mapped[str] = mapped_column(StorableString)
     """``hostname:pid`` of the worker that ran it."""
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    status: Mapped[str] = mapped_column(String, index=True)
+    status: Mapped[str] = mapped_column(StorableString, index=True)
     """``running``, ``completed`` or ``stopped`` (ended early, see ``stop_reason``)."""
-    stop_reason: Mapped[str | None] = mapped_column(Text)
+    stop_reason: Mapped[str | None] = mapped_column(StorableText)
     republished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     dead_lettered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     returned: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -112,16 +148,16 @@ class OutcomeRecord(Base):
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    run_id: Mapped[str | None] = mapped_column(String(36))
+    run_id: Mapped[str | None] = mapped_column(StorableString(36))
     """``None`` for admin actions (``requeued``, ``purged``) that happen outside any run."""
-    message_id: Mapped[str] = mapped_column(String)
-    message_type: Mapped[str | None] = mapped_column(String)
+    message_id: Mapped[str] = mapped_column(StorableString)
+    message_type: Mapped[str | None] = mapped_column(StorableString)
     """``None`` when the entry was too broken to tell (poison entries)."""
-    organization: Mapped[str | None] = mapped_column(String)
-    service: Mapped[str | None] = mapped_column(String)
-    source_list: Mapped[str] = mapped_column(String)
-    routing_key: Mapped[str | None] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String)
-    reason: Mapped[str | None] = mapped_column(Text)
+    organization: Mapped[str | None] = mapped_column(StorableString)
+    service: Mapped[str | None] = mapped_column(StorableString)
+    source_list: Mapped[str] = mapped_column(StorableString)
+    routing_key: Mapped[str | None] = mapped_column(StorableString)
+    status: Mapped[str] = mapped_column(StorableString)
+    reason: Mapped[str | None] = mapped_column(StorableText)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)

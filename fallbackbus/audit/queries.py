@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Executable, func, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from fallbackbus.audit.errors import InvalidQuery
 from fallbackbus.audit.models import OutcomeRecord, RunRecord, aware_utc
@@ -90,27 +91,30 @@ class AuditQueries:
     ) -> list[OutcomeRow]:
         """Outcomes matching every filter given, one page of ``limit`` rows from ``offset``."""
         _check_page(limit, offset)
-        table = OutcomeRecord.__table__
         conditions = _window(OutcomeRecord.recorded_at, since, until)
         if statuses:
             conditions.append(OutcomeRecord.status.in_(_checked_statuses(statuses)))
-        equal_to = {
-            OutcomeRecord.message_type: message_type,
-            OutcomeRecord.organization: organization,
-            OutcomeRecord.service: service,
-            OutcomeRecord.message_id: message_id,
-            OutcomeRecord.run_id: run_id,
-        }
-        conditions.extend(
-            column == value for column, value in equal_to.items() if value is not None
+        equal_to = (
+            (OutcomeRecord.message_type, message_type),
+            (OutcomeRecord.organization, organization),
+            (OutcomeRecord.service, service),
+            (OutcomeRecord.message_id, message_id),
+            (OutcomeRecord.run_id, run_id),
         )
+        conditions.extend(column == value for column, value in equal_to if value is not None)
         # ``id`` breaks ties between rows of one batch (same ``recorded_at``) so pages are stable.
         order = (
             (OutcomeRecord.recorded_at.desc(), OutcomeRecord.id.desc())
             if newest_first
             else (OutcomeRecord.recorded_at.asc(), OutcomeRecord.id.asc())
         )
-        query = select(table).where(*conditions).order_by(*order).limit(limit).offset(offset)
+        query = (
+            select(OutcomeRecord.__table__)
+            .where(*conditions)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
+        )
         return [OutcomeRow(**row) for row in self._rows("query outcomes", query)]
 
     def outcome_counts(
@@ -188,7 +192,7 @@ class AuditQueries:
 
 
 def _window(
-    column: Any, since: datetime | None, until: datetime | None
+    column: InstrumentedAttribute[datetime], since: datetime | None, until: datetime | None
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if since is not None:
