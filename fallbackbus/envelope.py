@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fallbackbus.errors import InvalidMessage
 from fallbackbus.messages import KIND_COMMAND, KIND_DOMAIN_EVENT, Outgoing
 
 _DECODER = json.JSONDecoder()
@@ -61,6 +62,17 @@ def with_attempts(entry: StoredEntry, attempts: int) -> bytes:
 
 def decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
     """Decode a stored entry, or raise :class:`PoisonEntry` with the reason it can never be sent."""
+    try:
+        entry = _decode(raw, max_bytes=max_bytes)
+        entry.outgoing.check_names()
+    except RecursionError:
+        raise PoisonEntry("entry is JSON nested too deeply to read") from None
+    except InvalidMessage as exc:
+        raise PoisonEntry(str(exc)) from None
+    return entry
+
+
+def _decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
     if len(raw) > max_bytes:
         raise PoisonEntry(f"entry is {len(raw)} bytes, over the limit of {max_bytes}")
     try:
@@ -110,7 +122,7 @@ def peek_identity(raw: bytes | str) -> dict[str, Any]:
         if isinstance(data, str):
             data = json.loads(data)
         data = data.get("data", {})
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return {}
     if not isinstance(doc, dict) or not isinstance(data, dict):
         return {}
@@ -250,6 +262,6 @@ def is_ours(raw: bytes) -> bool:
     """Written by fallbackbus (so already counted as fell back), not by petisco or by hand."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return False
     return isinstance(doc, dict) and "stored_at" in doc

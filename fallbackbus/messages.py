@@ -151,6 +151,10 @@ class Command(Message):
     message_kind: ClassVar[str] = KIND_COMMAND
 
 
+# AMQP 0-9-1 "shortstr": exchange names and routing keys are at most 255 bytes.
+MAX_NAME_BYTES = 255
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """A message ready for the wire: what publishers publish and fallback stores keep.
@@ -175,6 +179,15 @@ class Outgoing:
     @property
     def routing_key(self) -> str:
         return routing_key(self.organization, self.service, self.version, self.kind, self.type)
+
+    def check_names(self) -> None:
+        """Raise :class:`InvalidMessage` if RabbitMQ can never take the exchange or routing key."""
+        for what, name in (("exchange", self.exchange), ("routing key", self.routing_key)):
+            if len(name.encode()) > MAX_NAME_BYTES:
+                raise InvalidMessage(
+                    f"{what} of message {self.message_id} is {len(name.encode())} bytes, "
+                    f"over AMQP's limit of {MAX_NAME_BYTES}"
+                )
 
 
 def prepare(
@@ -201,18 +214,18 @@ def prepare(
                 f"{type(message).__name__} {message.message_id} is {len(body)} bytes, "
                 f"over the limit of {max_bytes}"
             )
-        prepared.append(
-            Outgoing(
-                message_id=message.message_id,
-                type=message.message_name(),
-                kind=message.message_kind,
-                version=message.message_version,
-                organization=organization,
-                service=service,
-                body=body,
-                occurred_on=message.occurred_on,
-            )
+        outgoing = Outgoing(
+            message_id=message.message_id,
+            type=message.message_name(),
+            kind=message.message_kind,
+            version=message.message_version,
+            organization=organization,
+            service=service,
+            body=body,
+            occurred_on=message.occurred_on,
         )
+        outgoing.check_names()
+        prepared.append(outgoing)
     return prepared
 
 
