@@ -141,9 +141,14 @@ class Replayer:
         *,
         limit: int | None = None,
         batch_size: int | None = None,
+        time_budget: float | None = None,
         on_batch: Callable[[ReplayReport], None] | None = None,
     ) -> ReplayReport:
-        """Drain up to ``limit`` entries of ``list_name``; returns the run's report."""
+        """Drain up to ``limit`` entries of ``list_name``; returns the run's report.
+
+        ``time_budget`` (seconds) ends the run cleanly between batches, so a task time limit
+        never has to cut one in the middle (which would cost a lease wait and duplicates).
+        """
         keys = ListKeys(list_name, self.key_prefix)
         limit = limit or self.settings.replay_max_entries
         batch_size = batch_size or self.settings.replay_batch_size
@@ -162,7 +167,12 @@ class Replayer:
             if unreachable is not None:
                 # Claiming now would only move entries back and forth: stop before touching any.
                 self._stop(report, f"RabbitMQ unavailable: {unreachable}")
-            while report.status == COMPLETED and self._done(report) < limit:
+            budget_end = started + time_budget if time_budget else float("inf")
+            while (
+                report.status == COMPLETED
+                and self._done(report) < limit
+                and time.monotonic() < budget_end
+            ):
                 want = min(batch_size, limit - self._done(report))
                 claimed = self._claim(
                     keys=[keys.source, keys.processing(report.run_id), keys.leases],
@@ -418,6 +428,7 @@ def replay_list(
     replayer: Replayer | None = None,
     limit: int | None = None,
     lock_timeout: float | None = None,
+    time_budget: float | None = None,
     on_batch: Callable[[ReplayReport], None] | None = None,
 ) -> ReplayReport:
     """One locked run on ``list_name``: what a beat tick and ``fallbackbus replay`` call.
@@ -441,7 +452,7 @@ def replay_list(
                 finished_at=datetime.now(UTC),
             )
         try:
-            return engine.run(list_name, limit=limit, on_batch=on_batch)
+            return engine.run(list_name, limit=limit, time_budget=time_budget, on_batch=on_batch)
         finally:
             try:
                 lock.release()

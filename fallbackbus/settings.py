@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from fallbackbus.errors import ConfigurationError
+from fallbackbus.secrets import mask_url
 
 PREFIX = "FALLBACKBUS_"
 
@@ -61,6 +62,11 @@ class Settings:
         if not self.replay_lists:
             raise ConfigurationError(f"{PREFIX}REPLAY_LISTS must name at least one list")
 
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: never with a password in them.
+        shown = ", ".join(f"{f.name}={_masked(getattr(self, f.name))}" for f in fields(self))
+        return f"Settings({shown})"
+
     @property
     def effective_celery_broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url
@@ -80,6 +86,10 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _masked(value: Any) -> str:
+    return repr(mask_url(value)) if isinstance(value, str) else repr(value)
 
 
 def _parse(name: str, default: Any, raw: str) -> Any:

@@ -17,9 +17,8 @@ from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, create_engine, insert, make_url, text, update
+from sqlalchemy import URL, Engine, create_engine, insert, inspect, make_url, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError
 
@@ -249,8 +248,12 @@ class SqlAuditStore:
 
 
 def _current_revision(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    # Read the version table directly: MigrationContext would log two INFO lines per ping, i.e.
+    # per replay run, into every worker's log.
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revision = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()  # noqa: S608 - constant name
+    return None if revision is None else str(revision)
 
 
 @functools.cache
