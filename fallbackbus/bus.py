@@ -15,7 +15,7 @@ from fallbackbus.errors import BusCannotPublish
 from fallbackbus.messages import Command, DomainEvent, Message, Outgoing, prepare
 from fallbackbus.settings import Settings
 
-MessageOrList = Message | list[Message] | tuple[Message, ...]
+MessageOrList = Message | Sequence[Message]
 
 
 class MessageBus(ABC):
@@ -59,14 +59,24 @@ class MessageBus(ABC):
         by_reason: dict[str, list[Outgoing]] = {}
         for message, why in failed:
             by_reason.setdefault(why, []).append(message)
+        # Try every group before raising, so the error names every message that was not stored.
+        causes: list[str] = []
+        unsent: list[str] = []
+        last: BusCannotPublish | None = None
         for why, messages in by_reason.items():
             cause = f"{type(self).__name__}: {why}"
             if self.fallback is None:
-                raise BusCannotPublish([cause], [m.message_id for m in messages])
+                causes.append(cause)
+                unsent.extend(m.message_id for m in messages)
+                continue
             try:
                 self.fallback.deliver(messages, reason=why)
             except BusCannotPublish as exc:
-                raise BusCannotPublish([cause, *exc.causes], exc.message_ids) from exc
+                causes.extend([cause, *exc.causes])
+                unsent.extend(exc.message_ids)
+                last = exc
+        if unsent:
+            raise BusCannotPublish(causes, unsent) from last
 
 
 class DomainEventBus(MessageBus):

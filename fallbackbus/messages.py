@@ -14,7 +14,7 @@ import enum
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -191,7 +191,7 @@ class Outgoing:
 
 
 def prepare(
-    messages: Message | list[Message] | tuple[Message, ...],
+    messages: Message | Sequence[Message],
     *,
     kind: type[Message],
     organization: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._open_until: float | None = None
         self._probing = False
+        self._pid = os.getpid()
         self.last_failure: str | None = None
 
     @property
@@ -28,6 +30,8 @@ class CircuitBreaker:
         return self._open_until is not None
 
     def allow(self) -> bool:
+        if self._pid != os.getpid():
+            self.reset_after_fork()
         with self._lock:
             if self._open_until is None:
                 return True
@@ -49,5 +53,7 @@ class CircuitBreaker:
             self.last_failure = reason
 
     def reset_after_fork(self) -> None:
+        """In a forked child: a lock or a probe held by another thread of the parent is not ours."""
         self._lock = threading.Lock()
         self._probing = False
+        self._pid = os.getpid()

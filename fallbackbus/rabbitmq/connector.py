@@ -143,8 +143,10 @@ class RabbitMqConnector:
             # connect_timeout bounds both the TCP connect and the AMQP handshake, so a broker
             # that accepts TCP and never answers costs at most this long.
             connect_timeout=timeout,
-            # A send into a broker that stopped reading must not block forever either.
+            # Neither a send into a broker that stopped reading nor a synchronous reply
+            # (channel.open, confirm.select, exchange.declare) may block forever.
             write_timeout=self.confirm_timeout,
+            read_timeout=self.confirm_timeout,
             heartbeat=0,
         )
         try:

@@ -54,8 +54,14 @@ class RedisFallbackStore:
         with _checked_lock:
             if server in _checked_servers:
                 return
+        enabled = persistence_enabled(self.client)
+        if enabled is None:
+            return  # could not tell (unreachable, CONFIG disabled): ask again next time
+        with _checked_lock:
+            if server in _checked_servers:
+                return
             _checked_servers.add(server)
-        if not persistence_enabled(self.client):
+        if not enabled:
             logger.warning(
                 "Redis at %s has no persistence (no AOF, no RDB snapshots): messages that fall "
                 "back to it are only as durable as that server's memory. Enable appendonly.",
