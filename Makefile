@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-SOURCES := fallbackbus tasks
+SOURCES := fallbackbus tasks demo
 
 .PHONY: install services lint typecheck test test-fast demo bench clean
 
@@ -28,6 +28,12 @@ typecheck: install
 
 test: install services lint typecheck
 	$(BIN)/pytest
+
+demo: install services
+	$(BIN)/python -m demo $(DEMO_ARGS)
+
+bench: install services
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"
