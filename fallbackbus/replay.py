@@ -205,13 +205,20 @@ class Replayer:
                 continue
             entries.append((raw, entry))
 
-        broker_down = None
+        stop_reason = None
         if entries:
             headers = {REPLAYED_HEADER: True, RUN_HEADER: report.run_id}
             result = self.publisher.publish([e.outgoing for _, e in entries], headers)
             failures = {id(m): why for m, why in result.failed}
-            if not result.broker_reachable:
-                broker_down = result.failed[0][1]
+            if result.failed:
+                # Unreachable, nack or return: finish this batch, then stop the run. Retrying
+                # at once would only burn the entries' attempts; the next tick tries again.
+                first = result.failed[0][1]
+                stop_reason = (
+                    f"RabbitMQ refused {len(result.failed)} message(s): {first}"
+                    if result.broker_reachable
+                    else f"RabbitMQ unavailable: {first}"
+                )
             for raw, entry in entries:
                 why = failures.get(id(entry.outgoing))
                 if why is None:
@@ -236,8 +243,8 @@ class Replayer:
             self._stop(report, f"audit database failed mid-run: {exc}")
             return
         self._finish_batch(keys, report, batch.back, batch.dead, batch.counters)
-        if broker_down is not None:
-            self._stop(report, f"RabbitMQ unavailable: {broker_down}")
+        if stop_reason is not None:
+            self._stop(report, stop_reason)
 
     def _finish_batch(
         self,

@@ -160,6 +160,13 @@ class RabbitMqConnector:
             raise
         return Lease(connection=connection, channel=channel, url=url)
 
+    def reopen_channel(self, lease: Lease) -> None:
+        """Replace a channel RabbitMQ closed with an error by a fresh confirm-mode channel."""
+        lease.channel = lease.connection.channel()
+        lease.channel.confirm_select()
+        lease.next_tag = 1
+        lease.handlers = {}
+
     def acquire(self) -> Lease:
         """A pooled connection, or a new one; raises :class:`BrokerUnavailable`."""
         self._forget_parent_connections()

@@ -120,13 +120,10 @@ class RabbitMqPublisher:
         return PublishResult(confirmed=batch.confirmed(), failed=batch.refused())
 
     def _send(self, lease: Lease, batch: _Batch, headers: Mapping[str, Any] | None) -> None:
-        channel = lease.channel
+        self._declare(lease, batch)
         batch.attach(lease)
-        for exchange in {m.exchange for m in batch.messages} - lease.declared:
-            # petisco's exchange: topic, durable. Declared once per connection; idempotent.
-            channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
-            lease.declared.add(exchange)
-        for message in batch.messages:
+        channel = lease.channel
+        for index, message in batch.unanswered():
             properties: dict[str, Any] = {
                 "delivery_mode": 2,  # persistent: survives a broker restart once queued
                 "content_type": CONTENT_TYPE,
@@ -137,7 +134,7 @@ class RabbitMqPublisher:
             }
             if headers:
                 properties["application_headers"] = dict(headers)
-            batch.sent(lease.next_tag)
+            batch.sent(lease.next_tag, index)
             lease.next_tag += 1
             # mandatory: an unroutable message comes back as basic.return instead of vanishing.
             channel.basic_publish(
@@ -146,6 +143,20 @@ class RabbitMqPublisher:
                 routing_key=message.routing_key,
                 mandatory=True,
             )
+
+    def _declare(self, lease: Lease, batch: _Batch) -> None:
+        """Declare each new exchange on its own, so one RabbitMQ refuses (406: it exists with
+        another type; 403: reserved name) costs only its own messages, not the whole batch."""
+        for exchange in sorted({m.exchange for m in batch.messages} - lease.declared):
+            try:
+                # petisco's exchange: topic, durable. Declared once per connection; idempotent.
+                lease.channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+            except amqp.exceptions.ChannelError as exc:
+                batch.refuse_exchange(exchange, f"refused by RabbitMQ: {describe_error(exc)}")
+                # RabbitMQ closed the channel with that error: carry on with a fresh one.
+                self.connector.reopen_channel(lease)
+                continue
+            lease.declared.add(exchange)
 
 
 class _ConfirmTimeout(Exception):
@@ -157,15 +168,15 @@ class _Batch:
 
     def __init__(self, messages: Sequence[Outgoing]) -> None:
         self.messages = list(messages)
-        self._tags: list[int] = []
-        self._first_tag = 0
+        self._tags: list[int] = []  # delivery tags in the order sent (increasing)
+        self._index: dict[int, int] = {}  # delivery tag -> position in messages
+        self._cursor = 0  # self._tags[:cursor] are all answered
         self._status: list[str | None] = [None] * len(self.messages)
         self._returned: dict[str, list[str]] = {}
         self._open = len(self.messages)
         self.any_answer = False
 
     def attach(self, lease: Lease) -> None:
-        self._first_tag = lease.next_tag
         channel = lease.channel
         # The channel outlives this batch, so swap our handlers in place of the last batch's.
         for event, handler in (
@@ -179,8 +190,18 @@ class _Batch:
             channel.events[event].add(handler)
             lease.handlers[event] = handler
 
-    def sent(self, tag: int) -> None:
+    def sent(self, tag: int, index: int) -> None:
         self._tags.append(tag)
+        self._index[tag] = index
+
+    def unanswered(self) -> list[tuple[int, Outgoing]]:
+        return [(i, m) for i, m in enumerate(self.messages) if self._status[i] is None]
+
+    def refuse_exchange(self, exchange: str, reason: str) -> None:
+        for index, message in enumerate(self.messages):
+            if message.exchange == exchange and self._status[index] is None:
+                self._status[index] = reason
+                self._open -= 1
 
     def wait(self, lease: Lease, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -198,17 +219,24 @@ class _Batch:
 
     def _resolve(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
         self.any_answer = True
-        last = delivery_tag - self._first_tag
-        first = 0 if multiple else last
-        for index in range(max(first, 0), min(last + 1, len(self.messages))):
-            if self._status[index] is not None:
-                continue
-            if outcome == "ack":
-                returns = self._returned.get(self.messages[index].message_id)
-                self._status[index] = returns.pop(0) if returns else "ack"
-            else:
-                self._status[index] = outcome
-            self._open -= 1
+        if not multiple:
+            if delivery_tag in self._index:
+                self._settle(self._index[delivery_tag], outcome)
+            return
+        # multiple=True answers every tag up to and including delivery_tag.
+        while self._cursor < len(self._tags) and self._tags[self._cursor] <= delivery_tag:
+            self._settle(self._index[self._tags[self._cursor]], outcome)
+            self._cursor += 1
+
+    def _settle(self, index: int, outcome: str) -> None:
+        if self._status[index] is not None:
+            return
+        if outcome == "ack":
+            returns = self._returned.get(self.messages[index].message_id)
+            self._status[index] = returns.pop(0) if returns else "ack"
+        else:
+            self._status[index] = outcome
+        self._open -= 1
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         self._resolve(delivery_tag, multiple, "ack")
