@@ -10,8 +10,12 @@ every step that moves an entry moves the counters in the same MULTI or Lua scrip
 * replay publishing it: ``republished`` +1; parking it: ``dead_lettered`` +1 (it joins the dead
   letters); an entry written by petisco or by hand is counted ``fell_back`` +1 when replay first
   moves it, since no bus counted it;
-* :func:`requeue`: ``dead_lettered`` -1 and ``requeued`` +1, the entry goes back to the list;
+* :func:`requeue`: ``dead_lettered`` -1 and ``requeued`` +1, the entry goes back to the list
+  (a petisco entry replay could not read goes back as it was, and ``fell_back`` -1, since replay
+  counts it again when it next moves it);
 * :func:`purge`: ``dead_lettered`` -1 and ``purged`` +1, the entry is deleted.
+
+Both write their audit row before they move anything, and check the audit database first.
 
 So, per list, organization and service, at every instant::
 
@@ -19,8 +23,8 @@ So, per list, organization and service, at every instant::
 
 where *waiting* counts the entries in the list and in its processing lists (claimed by a run that
 has not finished). ``dead_lettered`` also always equals the number of entries in the dead-letter
-list (*parked*). :func:`accounting` checks both and reports a mismatch instead of hiding it.
-``requeued`` is informational; it is in no equation.
+list (*parked*). :func:`accounting` checks both and reports a mismatch instead of hiding it: an
+entry deleted or pushed by hand shows up there. ``requeued`` is informational, in no equation.
 """
 
 from __future__ import annotations
@@ -584,7 +588,7 @@ def _act(action: str, list_name: str, selector: Selector, settings: Settings) ->
             script = client.register_script(_MOVE_DEAD_LETTERS)
             batches: Iterable[list[_Picked]] = (
                 _all_in_chunks(client, keys)
-                if not selector.indexes and not selector.message_ids
+                if selector.all_entries
                 else [_selected(client, keys, selector)]
             )
             for batch in batches:

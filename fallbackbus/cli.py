@@ -242,7 +242,6 @@ def status(ctx: typer.Context, fmt: FormatOption = "table") -> None:
             "key": item.key,
             "waiting": item.length,
             "processing": sum(p.length for p in item.processing),
-            "processing_lists": len(item.processing),
             "oldest_stored_at": item.oldest_stored_at,
             "oldest_age_seconds": item.oldest_age_seconds,
             "dead_letters": item.dead_letters,
@@ -881,26 +880,32 @@ def _print(fmt: Format, views: Sequence[_View], *, document: Any) -> None:
             writer.writerow([_csv_value(row.get(column.key)) for column in view.columns])
         return
     console = _console()
-    for view in views:
-        if not view.rows:
-            if not view.hide_when_empty:
+    with console.capture() as captured:
+        for view in views:
+            if view.rows:
+                console.print(_table(view))
+            elif not view.hide_when_empty:
                 console.print(Text(f"{view.title}: {view.empty}"))
-            continue
-        table = Table(
-            title=view.title,
-            title_justify="left",
-            caption=mask_url(view.caption) if view.caption else None,
-            caption_justify="left",
-            box=box.SIMPLE_HEAD,
-            show_edge=False,
-            pad_edge=False,
-        )
-        for column in view.columns:
-            table.add_column(column.header, justify="right" if column.numeric else "left")
-        for row in view.rows:
-            # Text, not str: a value with [brackets] must not be read as rich markup.
-            table.add_row(*(Text(mask_url(c.show(row.get(c.key)))) for c in view.columns))
-        console.print(table)
+    # rich pads every cell to the column's width; trailing blanks only get in a reader's way.
+    typer.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _table(view: _View) -> Table:
+    table = Table(
+        title=view.title,
+        title_justify="left",
+        caption=mask_url(view.caption) if view.caption else None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for column in view.columns:
+        table.add_column(column.header, justify="right" if column.numeric else "left")
+    for row in view.rows:
+        # Text, not str: a value with [brackets] must not be read as rich markup.
+        table.add_row(*(Text(mask_url(c.show(row.get(c.key)))) for c in view.columns))
+    return table
 
 
 def _masked(value: Any) -> Any:
