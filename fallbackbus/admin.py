@@ -29,7 +29,6 @@ entry deleted or pushed by hand shows up there. ``requeued`` is informational, i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -50,6 +49,7 @@ from fallbackbus.envelope import (
     encode,
     is_ours,
     peek_identity,
+    unreadable_id,
 )
 from fallbackbus.errors import (
     AuditUnavailable,
@@ -59,6 +59,7 @@ from fallbackbus.errors import (
     FallbackUnavailable,
 )
 from fallbackbus.rabbitmq.connector import RabbitMqConnector
+from fallbackbus.redis import scripts
 from fallbackbus.redis.client import redis_from_url
 from fallbackbus.redis.keys import ListKeys, parse_stats_field, stats_field
 from fallbackbus.redis.store import persistence_enabled
@@ -72,26 +73,6 @@ SNAPSHOT_ATTEMPTS = 5
 NOT_PARKED = "not parked by replay (pushed by hand?)"
 UNKNOWN = "?"
 """Organization or service of an entry too broken to say (the replay counts it under this too)."""
-
-# KEYS: dead, source, stats
-# ARGV: groups of four: a dead-letter entry, the LREM direction (1 searches from the head, -1
-# from the tail, whichever is nearer), the entry to push back onto the source's oldest end ('' for
-# none), and the counters to move as a JSON object.
-# One script, so an entry leaves the dead letters, joins the source and moves the counters all at
-# once or not at all; an entry that is already gone (another operator was faster) moves nothing.
-_MOVE_DEAD_LETTERS = """
-local moved = {}
-for i = 1, #ARGV, 4 do
-  if redis.call('LREM', KEYS[1], tonumber(ARGV[i + 1]), ARGV[i]) == 1 then
-    if ARGV[i + 2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[i + 2]) end
-    for counter, delta in pairs(cjson.decode(ARGV[i + 3])) do
-      redis.call('HINCRBY', KEYS[3], counter, delta)
-    end
-    moved[#moved + 1] = (i + 3) / 4
-  end
-end
-return moved
-"""
 
 
 class NotFound(FallbackBusError):
@@ -585,7 +566,7 @@ def _act(action: str, list_name: str, selector: Selector, settings: Settings) ->
         store.ping()
         with _redis(settings) as client:
             keys = _existing_keys(client, settings, list_name)
-            script = client.register_script(_MOVE_DEAD_LETTERS)
+            script = client.register_script(scripts.MOVE_DEAD_LETTERS)
             batches: Iterable[list[_Picked]] = (
                 _all_in_chunks(client, keys)
                 if selector.all_entries
@@ -683,7 +664,7 @@ def _prepare(
         fell_back = int(is_ours(restored)) - int(letter is not None)
         counters[stats_field(organization, service, "fell_back")] += fell_back
     outcome = Outcome(
-        message_id=ident.get("message_id") or _unreadable_id(original),
+        message_id=ident.get("message_id") or unreadable_id(original),
         status=action,
         source_list=keys.source,
         message_type=ident.get("message_type"),
@@ -724,11 +705,6 @@ def _original(raw: bytes) -> bytes:
     """The parked entry (what requeue restores); something pushed by hand is taken whole."""
     letter = _letter(raw)
     return letter.original if letter is not None else raw
-
-
-def _unreadable_id(original: bytes) -> str:
-    # The audit needs a message id; the same entry always gets the same one.
-    return f"unreadable:{hashlib.sha256(original).hexdigest()[:32]}"
 
 
 # -- audit database --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ for byte.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -256,6 +257,12 @@ def decode_dead_letter(raw: bytes) -> DeadLetter:
         dead_at=str(doc.get("dead_at", "")),
         run_id=doc.get("run_id"),
     )
+
+
+def unreadable_id(raw: bytes) -> str:
+    """The audit's message id for an entry with none: the same entry always gets the same id,
+    so its dead-lettered, requeued and purged rows can be linked."""
+    return f"unreadable:{hashlib.sha256(raw).hexdigest()[:32]}"
 
 
 def is_ours(raw: bytes) -> bool:

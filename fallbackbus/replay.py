@@ -33,6 +33,7 @@ from fallbackbus.envelope import (
     encode_dead_letter,
     is_ours,
     peek_identity,
+    unreadable_id,
 )
 from fallbackbus.errors import AuditUnavailable, ReplayError
 from fallbackbus.rabbitmq.connector import RabbitMqConnector
@@ -316,7 +317,7 @@ class Replayer:
         else:
             org, svc = ident.get("organization", "?"), ident.get("service", "?")
             outcome = Outcome(
-                message_id=ident.get("message_id") or f"unreadable:{uuid.uuid4().hex}",
+                message_id=ident.get("message_id") or unreadable_id(raw),
                 status="dead_lettered",
                 source_list=keys.source,
                 message_type=ident.get("message_type"),

@@ -7,11 +7,13 @@ the atomic claim and the MULTI blocks need.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DOMAIN_EVENTS = "domain.events"
 COMMANDS = "commands"
 PETISCO_EVENTS = "events"
+_GLOB = re.compile(r"([*?\[\]\\])")
 COUNTERS = ("fell_back", "republished", "dead_lettered", "requeued", "purged")
 
 
@@ -30,7 +32,8 @@ class ListKeys:
 
     @property
     def processing_pattern(self) -> str:
-        return f"{self.source}:processing:*"
+        """A SCAN pattern for this list's processing lists (glob characters in names escaped)."""
+        return _GLOB.sub(r"\\\1", self.source) + ":processing:*"
 
     @property
     def leases(self) -> str:

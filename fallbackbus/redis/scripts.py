@@ -47,3 +47,23 @@ EXPIRED = """
 local now = tonumber(redis.call('TIME')[1])
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 """
+
+# KEYS: dead, source, stats
+# ARGV: groups of four: a dead-letter entry, the LREM direction (1 searches from the head, -1
+# from the tail, whichever is nearer), the entry to push back onto the source's oldest end ('' for
+# none), and the counters to move as a JSON object.
+# One script, so an entry leaves the dead letters, joins the source and moves the counters all at
+# once or not at all; an entry that is already gone (another operator was faster) moves nothing.
+MOVE_DEAD_LETTERS = """
+local moved = {}
+for i = 1, #ARGV, 4 do
+  if redis.call('LREM', KEYS[1], tonumber(ARGV[i + 1]), ARGV[i]) == 1 then
+    if ARGV[i + 2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[i + 2]) end
+    for counter, delta in pairs(cjson.decode(ARGV[i + 3])) do
+      redis.call('HINCRBY', KEYS[3], counter, delta)
+    end
+    moved[#moved + 1] = (i + 3) / 4
+  end
+end
+return moved
+"""
