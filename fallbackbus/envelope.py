@@ -80,12 +80,27 @@ def _decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
         text = raw.decode() if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
         raise PoisonEntry("entry is not UTF-8") from None
-    spans = _top_level_spans(text)
-    organization = _string(spans, text, "organization")
-    service = _string(spans, text, "service")
-    if "message" not in spans:
+    if not text.lstrip().startswith("{"):
+        raise PoisonEntry("entry is not a JSON object")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            raise PoisonEntry("entry has trailing data after the JSON object") from None
+        raise PoisonEntry(f"entry is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise PoisonEntry("entry is not a JSON object")
+    if not doc:
+        raise PoisonEntry("entry is an empty JSON object")
+    organization = _field(doc, "organization", str)
+    service = _field(doc, "service", str)
+    if not organization or not service:
+        raise PoisonEntry(
+            f"entry has no string {'organization' if not organization else 'service'!r}"
+        )
+    if "message" not in doc:
         raise PoisonEntry("entry has no 'message'")
-    body, data = _body(text, spans["message"])
+    body, data = _body(text, doc["message"])
     kind = data.get("type_message")
     if kind not in _KINDS:
         raise PoisonEntry(f"unknown message kind {kind!r}")
@@ -98,7 +113,7 @@ def _decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
         raise PoisonEntry("message has no string 'data.type'")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise PoisonEntry(f"message version {version!r} is not a positive integer")
-    attempts = _optional(spans, text, "attempts", int) or 0
+    attempts = _field(doc, "attempts", int) or 0
     return StoredEntry(
         outgoing=Outgoing(
             message_id=message_id,
@@ -110,8 +125,8 @@ def _decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
             body=body,
         ),
         attempts=attempts if attempts >= 0 else 0,
-        reason=_optional(spans, text, "reason", str),
-        stored_at=_optional(spans, text, "stored_at", str),
+        reason=_field(doc, "reason", str),
+        stored_at=_field(doc, "stored_at", str),
     )
 
 
@@ -180,32 +195,39 @@ def _skip(text: str, i: int, chars: str) -> int:
     return i
 
 
-def _string(spans: dict[str, tuple[int, int]], text: str, key: str) -> str:
-    value = _optional(spans, text, key, str)
-    if not value:
-        raise PoisonEntry(f"entry has no string {key!r}")
-    return str(value)
-
-
-def _optional(spans: dict[str, tuple[int, int]], text: str, key: str, kind: type[Any]) -> Any:
-    if key not in spans:
-        return None
-    start, end = spans[key]
-    value = json.loads(text[start:end])
-    if not isinstance(value, kind) or isinstance(value, bool):
+def _field(doc: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    value = doc.get(key)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
         raise PoisonEntry(f"entry key {key!r} is not a {kind.__name__}")
     return value
 
 
-def _body(text: str, span: tuple[int, int]) -> tuple[bytes, dict[str, Any]]:
-    raw = text[span[0] : span[1]]
-    value = json.loads(raw)
-    if isinstance(value, str):
+def _body(text: str, message: Any) -> tuple[bytes, dict[str, Any]]:
+    """The raw bytes of the top-level ``message`` value (decoded as ``message``) and its data."""
+    if isinstance(message, str):
         # petisco variants that stored the body as a JSON string: republish that string.
-        raw, value = value, _loads_body(value)
+        raw, value = message, _loads_body(message)
+    else:
+        raw, value = _raw_span(text, message), message
     if not isinstance(value, dict) or not isinstance(value.get("data"), dict):
         raise PoisonEntry("message has no 'data' object")
     return raw.encode(), value["data"]
+
+
+def _raw_span(text: str, message: Any) -> str:
+    # Fast path for the usual layout (ours and petisco's): the first '"message":' is the
+    # top-level key. Only trusted if what is found there decodes to the very same value.
+    at = text.find('"message":')
+    if at > 0:
+        start = _skip(text, at + len('"message":'), " \t\n\r")
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except ValueError:
+            value = end = None
+        if end is not None and value == message:
+            return text[start:end]
+    start, end = _top_level_spans(text)["message"]
+    return text[start:end]
 
 
 def _loads_body(raw: str) -> Any:

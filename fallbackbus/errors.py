@@ -32,7 +32,10 @@ class FallbackUnavailable(FallbackBusError):
 
 
 class BusCannotPublish(FallbackBusError):
-    """Neither RabbitMQ nor the fallback took the messages: they were NOT stored anywhere.
+    """Neither RabbitMQ nor the fallback confirmed the messages: treat them as unsent.
+
+    A message may still have arrived (its confirm or Redis's reply was lost in a cut), so resending
+    it can make a duplicate, never a loss; consumers deduplicate by message id.
 
     ``causes`` holds one line per layer that failed (broker first, then each fallback), and
     ``message_ids`` the ids of the messages the caller must still treat as unsent.

@@ -7,7 +7,7 @@ import re
 # scheme://user:password@host  ->  scheme://user:***@host ; also catches redis://:password@host.
 # The password runs to the LAST "@" before the host, so an unescaped "@" in it is masked too.
 _USERINFO = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:@/\s;]*):(?P<pw>[^\s;/]*)@"
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:@/\s;]*):(?P<pw>[^\s/]*)@"
 )
 _QUERY_PASSWORD = re.compile(r"(?i)(?P<key>[?&;](?:password|passwd|pwd)=)(?P<pw>[^&\s;]*)")
 

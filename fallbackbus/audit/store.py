@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, create_engine, insert, inspect, make_url, text, update
+from sqlalchemy import URL, Engine, create_engine, event, insert, inspect, make_url, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError
 
@@ -56,6 +56,10 @@ class AuditStore(Protocol):
         """Record how a run ended, with its counts."""
 
 
+STATEMENT_TIMEOUT_MS = 30_000
+TCP_USER_TIMEOUT_MS = 30_000
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for the packaged migrations; ``connection`` is the one they run on."""
     config = Config()
@@ -74,14 +78,14 @@ def _scripts() -> ScriptDirectory:
 
 def _create_engine(url: str, connect_timeout: float) -> Engine:
     try:
-        parsed = make_url(url)
+        parsed = make_url(_escape_at_in_password(url))
     except (ArgumentError, ValueError):
         # ``from None``: the parse error can quote the raw URL, password included.
         raise ConfigurationError(f"not a database URL: {mask_url(url)!r}") from None
     try:
         # pool_pre_ping: a connection the database dropped (restart, failover) is replaced
         # instead of failing the next write.
-        return create_engine(
+        engine = create_engine(
             parsed, pool_pre_ping=True, connect_args=_connect_args(parsed, connect_timeout)
         )
     except (ArgumentError, ImportError) as exc:
@@ -89,6 +93,29 @@ def _create_engine(url: str, connect_timeout: float) -> Engine:
         raise ConfigurationError(
             f"cannot use audit database {shown}: {describe_error(exc)}"
         ) from exc
+    if parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "connect", _bound_statements)
+    return engine
+
+
+def _bound_statements(dbapi_connection: Any, _record: Any) -> None:
+    # A database that takes a query and never answers must not hold a replay run for ever: the
+    # server gives up on any statement after this long (an audit batch takes milliseconds).
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    dbapi_connection.commit()
+
+
+def _escape_at_in_password(url: str) -> str:
+    """Percent-encode ``@`` in a URL's password: SQLAlchemy splits user info at the first ``@``,
+    which would hand the rest of the password to the driver as the host name."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or authority.count("@") < 2:
+        return url
+    userinfo, _, host = authority.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}://{user}{colon}{password.replace('@', '%40')}@{host}{slash}{path}"
 
 
 def _connect_args(url: URL, connect_timeout: float) -> dict[str, Any]:
@@ -98,7 +125,16 @@ def _connect_args(url: URL, connect_timeout: float) -> dict[str, Any]:
     if url.get_driver_name() in {"psycopg", "psycopg2"}:
         # libpq takes whole seconds (and waits at least 2); without it a black-holed host
         # stalls the caller for the OS's TCP timeout, minutes.
-        return {"connect_timeout": max(1, math.ceil(connect_timeout))}
+        return {
+            "connect_timeout": max(1, math.ceil(connect_timeout)),
+            # A peer that stops acknowledging our packets (dead host, cut link) is dropped
+            # after this long instead of the kernel's default of many minutes.
+            "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
     return {}
 
 

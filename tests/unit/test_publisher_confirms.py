@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from amqp import spec
 
 from fallbackbus import DomainEvent, DomainEventBus, RabbitMqConnector, RabbitMqDomainEventBus
 from fallbackbus.messages import Outgoing
@@ -48,9 +49,13 @@ class FakeChannel:
         assert kind == "topic"
         assert kwargs["durable"] is True
 
-    def basic_publish(self, message: Any, exchange: str, routing_key: str, mandatory: bool) -> None:
+    def send_method(self, sig: Any, format: str, args: tuple[Any, ...], content: Any) -> None:
+        """py-amqp's AbstractChannel.send_method, as the publisher sends basic.publish."""
+        assert sig == spec.Basic.Publish
+        _ticket, _exchange, routing_key, mandatory, immediate = args
         assert mandatory is True
-        self.published.append((next(self._tags), message, routing_key))
+        assert immediate is False
+        self.published.append((next(self._tags), content, routing_key))
 
     def fire(self, event: str, *args: Any) -> None:
         for handler in list(self.events[event]):
