@@ -11,6 +11,7 @@ and its routing key is ``{organization}.{service}.{version}.{event|command}.{sna
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 import uuid
@@ -62,7 +63,7 @@ class Message(BaseModel):
     message_version: ClassVar[int] = 1
     message_kind: ClassVar[str] = "message"
 
-    _message_id: uuid.UUID = PrivateAttr(default_factory=uuid.uuid4)
+    _message_id: str = PrivateAttr(default_factory=lambda: str(uuid.uuid4()))
     _occurred_on: datetime = PrivateAttr(
         default_factory=lambda: datetime.now(UTC).replace(tzinfo=None)
     )
@@ -70,7 +71,7 @@ class Message(BaseModel):
 
     @property
     def message_id(self) -> str:
-        return str(self._message_id)
+        return self._message_id
 
     @property
     def occurred_on(self) -> datetime:
@@ -84,7 +85,7 @@ class Message(BaseModel):
     @classmethod
     def message_name(cls) -> str:
         """The dotted type name written in ``data.type``: ``UserCreated`` -> ``user.created``."""
-        return snake_name(cls.__name__).replace("_", ".")
+        return _dotted_name(cls)
 
     def update_meta(self, meta: Mapping[str, Any]) -> Self:
         """Merge ``meta`` into the message's meta (petisco's name); returns the message."""
@@ -95,19 +96,26 @@ class Message(BaseModel):
 
     def format(self) -> dict[str, Any]:
         """The petisco body as a dict; raises :class:`InvalidMessage` naming a bad field."""
+        cls = type(self)
+        # Plain JSON values are taken as they are; only the others go through _to_wire. This
+        # runs on every publish, so it avoids per-field work that most messages do not need.
         attributes = {
-            name: _to_wire(getattr(self, name), f"{type(self).__name__}.{name}")
-            for name in type(self).model_fields
+            name: value
+            if type(value) in _JSON_SCALARS
+            else _to_wire(value, f"{cls.__name__}.{name}")
+            for name, value in self.__dict__.items()
         }
+        private = self.__pydantic_private__ or {}  # one lookup, not one __getattr__ per field
+        meta = private["_meta"]
         return {
             "data": {
-                "id": self.message_id,
-                "type": self.message_name(),
+                "id": private["_message_id"],
+                "type": _dotted_name(cls),
                 "type_message": self.message_kind,
                 "version": self.message_version,
-                "occurred_on": self._occurred_on.strftime(TIME_FORMAT),
+                "occurred_on": private["_occurred_on"].strftime(TIME_FORMAT),
                 "attributes": attributes,
-                "meta": _to_wire(self._meta, f"{type(self).__name__}.meta"),
+                "meta": _to_wire(meta, f"{cls.__name__}.meta") if meta else {},
             }
         }
 
@@ -123,7 +131,7 @@ class Message(BaseModel):
             data = raw["data"]
             attributes = data.get("attributes") or {}
             message = cls.model_validate(attributes)
-            message._message_id = uuid.UUID(str(data["id"]))
+            message._message_id = str(uuid.UUID(str(data["id"])))
             message._occurred_on = datetime.strptime(str(data["occurred_on"]), TIME_FORMAT)
             message._meta = dict(data.get("meta") or {})
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
@@ -227,6 +235,14 @@ def prepare(
         outgoing.check_names()
         prepared.append(outgoing)
     return prepared
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+@functools.cache
+def _dotted_name(cls: type[Message]) -> str:
+    return snake_name(cls.__name__).replace("_", ".")
 
 
 def _to_wire(value: Any, path: str) -> Any:

@@ -6,6 +6,21 @@ Lists are LPUSHed by the buses, so the oldest entry is at the right (tail) end.
 
 from __future__ import annotations
 
+# KEYS: source, stats   ARGV: k, then k (counter field, increment) pairs, then the entries
+# Store entries and move their fell_back counters in one atomic step (and one round trip), so
+# fell back = republished + dead-lettered + waiting holds at every instant.
+STORE = """
+local k = tonumber(ARGV[1])
+for i = 0, k - 1 do
+  redis.call('HINCRBY', KEYS[2], ARGV[2 + 2 * i], ARGV[3 + 2 * i])
+end
+local first = 2 + 2 * k
+for i = first, #ARGV, 1000 do
+  redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return #ARGV - first + 1
+"""
+
 # KEYS: source, processing, leases   ARGV: count, run_id, lease_seconds
 # Move up to `count` entries from the source's tail into this run's processing list, keeping
 # their order, and (re)arm the run's lease, in one step: an entry is always in exactly one list.

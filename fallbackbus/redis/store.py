@@ -12,6 +12,7 @@ import redis as redis_py
 from fallbackbus.envelope import encode
 from fallbackbus.errors import FallbackUnavailable
 from fallbackbus.messages import Outgoing
+from fallbackbus.redis import scripts
 from fallbackbus.redis.keys import ListKeys, stats_field
 from fallbackbus.secrets import describe_error
 
@@ -27,22 +28,22 @@ class RedisFallbackStore:
     def __init__(self, client: redis_py.Redis, keys: ListKeys) -> None:
         self.client = client
         self.keys = keys
+        self._store = client.register_script(scripts.STORE)
 
     def store(self, messages: Sequence[Outgoing], reason: str) -> None:
         """Store every message or none, together with the accounting counters."""
-        entries = [encode(m, reason=reason) for m in messages]
         per_service = Counter((m.organization, m.service) for m in messages)
+        counters: list[str | int] = []
+        for (organization, service), count in per_service.items():
+            counters += [stats_field(organization, service, "fell_back"), count]
+        entries = [encode(m, reason=reason) for m in messages]
         try:
             self._warn_if_not_persistent()
-            # MULTI/EXEC: the entries and the fell_back counters land together or not at all, so
-            # fell back = republished + dead-lettered + waiting holds at every instant.
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.lpush(self.keys.source, *entries)
-                for (organization, service), count in per_service.items():
-                    pipe.hincrby(
-                        self.keys.stats, stats_field(organization, service, "fell_back"), count
-                    )
-                pipe.execute()
+            # One script: the entries and their fell_back counters land together or not at all.
+            self._store(
+                keys=[self.keys.source, self.keys.stats],
+                args=[len(per_service), *counters, *entries],
+            )
         except redis_py.RedisError as exc:
             raise FallbackUnavailable(
                 f"Redis could not store {len(messages)} message(s) in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from fallbackbus import Command, DomainEvent, InvalidMessage, MessageTooLarge
-from fallbackbus.messages import prepare, snake_name
+from fallbackbus.messages import Message, Outgoing, prepare, snake_name
 
 FIXED_ID = uuid.UUID("5f0c3c4e-9f1e-4d7a-8a47-2b1f7c9d0e11")
 FIXED_TIME = datetime(2026, 1, 1, 10, 0, 0, 123456)
@@ -33,6 +34,15 @@ class UserRenamed(DomainEvent):
 
 class CreateUser(Command):
     user_id: str
+
+
+def prepare_for_acme(
+    messages: Message | Sequence[Message],
+    kind: type[Message] = DomainEvent,
+    service: str = "petisco",
+) -> list[Outgoing]:
+    """``prepare`` as organization ``acme`` publishes, well under any size limit."""
+    return prepare(messages, kind=kind, organization="acme", service=service, max_bytes=10_000)
 
 
 class Color(enum.Enum):
@@ -73,7 +83,7 @@ class PayloadAttached(DomainEvent):
 
 def fixed(message: DomainEvent | Command) -> Any:
     """Pin the id and time so the expected wire bytes can be written out literally."""
-    message._message_id = FIXED_ID
+    message._message_id = str(FIXED_ID)
     message._occurred_on = FIXED_TIME
     return message
 
@@ -135,20 +145,8 @@ def test_meta_that_is_not_a_mapping_is_refused() -> None:
 
 
 def test_the_routing_key_is_organization_service_version_word_snake_name() -> None:
-    [event] = prepare(
-        UserCreated(user_id="1", name="Ada"),
-        kind=DomainEvent,
-        organization="acme",
-        service="petisco",
-        max_bytes=10_000,
-    )
-    [command] = prepare(
-        CreateUser(user_id="1"),
-        kind=Command,
-        organization="acme",
-        service="petisco",
-        max_bytes=10_000,
-    )
+    [event] = prepare_for_acme(UserCreated(user_id="1", name="Ada"))
+    [command] = prepare_for_acme(CreateUser(user_id="1"), kind=Command)
 
     assert event.routing_key == "acme.petisco.1.event.user_created"
     assert event.exchange == "acme.petisco"
@@ -157,13 +155,7 @@ def test_the_routing_key_is_organization_service_version_word_snake_name() -> No
 
 
 def test_a_version_declared_with_message_version_goes_into_the_body_and_the_routing_key() -> None:
-    [renamed] = prepare(
-        UserRenamed(user_id="1", name="Bo"),
-        kind=DomainEvent,
-        organization="acme",
-        service="petisco",
-        max_bytes=10_000,
-    )
+    [renamed] = prepare_for_acme(UserRenamed(user_id="1", name="Bo"))
 
     assert json.loads(renamed.body)["data"]["version"] == 2
     assert renamed.routing_key == "acme.petisco.2.event.user_renamed"
@@ -291,12 +283,10 @@ def test_from_format_of_a_bad_body_raises_invalid_message(body: str) -> None:
 
 def test_prepare_keeps_order_and_serializes_each_body_once() -> None:
     events = [fixed(UserCreated(user_id=str(i), name="a")) for i in range(3)]
-    events[1]._message_id = uuid.UUID(int=1)
-    events[2]._message_id = uuid.UUID(int=2)
+    events[1]._message_id = str(uuid.UUID(int=1))
+    events[2]._message_id = str(uuid.UUID(int=2))
 
-    prepared = prepare(
-        events, kind=DomainEvent, organization="acme", service="petisco", max_bytes=10_000
-    )
+    prepared = prepare_for_acme(events)
 
     assert [p.message_id for p in prepared] == [e.message_id for e in events]
     assert [p.body for p in prepared] == [e.format_json().encode() for e in events]
@@ -308,21 +298,9 @@ def test_a_routing_key_over_amqps_255_bytes_is_refused_before_anything_is_sent()
     ok_service = "s" * (255 - len("acme..1.event.user_created"))
     too_long = ok_service + "s"
 
-    prepare(
-        UserCreated(user_id="1", name="a"),
-        kind=DomainEvent,
-        organization="acme",
-        service=ok_service,
-        max_bytes=10_000,
-    )
+    prepare_for_acme(UserCreated(user_id="1", name="a"), service=ok_service)
     with pytest.raises(InvalidMessage, match=r"routing key of message .* is 256 bytes"):
-        prepare(
-            UserCreated(user_id="1", name="a"),
-            kind=DomainEvent,
-            organization="acme",
-            service=too_long,
-            max_bytes=10_000,
-        )
+        prepare_for_acme(UserCreated(user_id="1", name="a"), service=too_long)
 
 
 def test_a_message_exactly_at_the_size_limit_passes_and_one_byte_over_fails() -> None:
