@@ -88,6 +88,8 @@ def _decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
         if exc.msg == "Extra data":
             raise PoisonEntry("entry has trailing data after the JSON object") from None
         raise PoisonEntry(f"entry is not valid JSON ({exc})") from None
+    except ValueError as exc:  # e.g. an integer over Python's 4,300-digit conversion limit
+        raise PoisonEntry(f"entry cannot be read as JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise PoisonEntry("entry is not a JSON object")
     if not doc:

@@ -211,28 +211,33 @@ def prepare(
     if not items:
         raise InvalidMessage("nothing to publish: the list is empty")
     prepared = []
+    checked: set[tuple[str, int]] = set()
     for position, message in enumerate(items):
         if not isinstance(message, kind):
             raise InvalidMessage(
                 f"item {position} is a {type(message).__name__}, not a {kind.__name__}"
             )
-        body = message.format_json().encode()
+        data = message.format()["data"]
+        # json.dumps defaults (", " / ": ", ASCII escapes) are what petisco writes.
+        body = json.dumps({"data": data}).encode()
         if len(body) > max_bytes:
             raise MessageTooLarge(
-                f"{type(message).__name__} {message.message_id} is {len(body)} bytes, "
+                f"{type(message).__name__} {data['id']} is {len(body)} bytes, "
                 f"over the limit of {max_bytes}"
             )
         outgoing = Outgoing(
-            message_id=message.message_id,
-            type=message.message_name(),
-            kind=message.message_kind,
-            version=message.message_version,
+            message_id=data["id"],
+            type=data["type"],
+            kind=data["type_message"],
+            version=data["version"],
             organization=organization,
             service=service,
             body=body,
             occurred_on=message.occurred_on,
         )
-        outgoing.check_names()
+        if (outgoing.type, outgoing.version) not in checked:  # same type, same names
+            outgoing.check_names()
+            checked.add((outgoing.type, outgoing.version))
         prepared.append(outgoing)
     return prepared
 

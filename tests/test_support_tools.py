@@ -7,48 +7,23 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import kombu
 import psycopg
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from fallbackbus.testing.faultproxy import FaultProxy
 from tests.support.accounting import Ledger
-from tests.support.consumer import DEFAULT_URL, QueueCounter
-from tests.support.faultproxy import FaultProxy
+from tests.support.consumer import QueueCounter
 from tests.support.servers import HungListener, PrivateRedis, free_port
+from tests.support.services import PG_URL, RABBITMQ_URL, REDIS_URL, Names, strict_redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def redis_client(url: str, timeout: float = 2.0) -> redis.Redis:
-    """A client that fails at once instead of retrying, so tests see each fault."""
-    return redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
+POSTGRES_URL = PG_URL.replace("postgresql+psycopg://", "postgresql://", 1)  # psycopg's own form
 
 
-@pytest.fixture
-def redis_proxy() -> Iterator[FaultProxy]:
-    with FaultProxy("127.0.0.1", 6379) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def exchange_name() -> Iterator[str]:
-    """A unique topic exchange, deleted afterwards."""
-    name = f"test.{uuid.uuid4()}"
-    yield name
-    with kombu.Connection(DEFAULT_URL) as conn:
-        kombu.Exchange(name, "topic", durable=True)(conn.default_channel).delete()
-
-
-def publish(exchange: str, body: bytes, url: str = DEFAULT_URL, **properties: Any) -> None:
+def publish(exchange: str, body: bytes, url: str = RABBITMQ_URL, **properties: Any) -> None:
     with kombu.Connection(url) as conn:
         conn.Producer().publish(
             body,
@@ -73,7 +48,7 @@ def test_url_for_points_a_url_at_the_proxy_keeping_credentials_and_path() -> Non
 
 @pytest.mark.integration
 def test_proxy_forwards_redis_traffic_in_pass_through_mode(redis_proxy: FaultProxy) -> None:
-    client = redis_client(redis_proxy.url_for(REDIS_URL))
+    client = strict_redis(redis_proxy.url_for(REDIS_URL))
     key = f"test:{uuid.uuid4()}"
     try:
         client.set(key, "value", ex=60)
@@ -97,7 +72,7 @@ def test_refuse_makes_new_connections_fail_fast_and_resets_open_ones(
 
     started = time.monotonic()
     with pytest.raises(redis.ConnectionError):
-        redis_client(url).ping()
+        strict_redis(url).ping()
     assert time.monotonic() - started < 1.0
     with pytest.raises(ConnectionResetError):
         already_open.recv(16)
@@ -112,7 +87,7 @@ def test_pass_through_after_refuse_accepts_connections_again_on_the_same_port(
     port = redis_proxy.port
     redis_proxy.refuse()
     redis_proxy.pass_through()
-    client = redis_client(redis_proxy.url_for(REDIS_URL))
+    client = strict_redis(redis_proxy.url_for(REDIS_URL))
     assert client.ping()
     assert redis_proxy.port == port
     client.close()
@@ -130,7 +105,7 @@ def test_cut_resets_an_open_connection_but_new_ones_still_work(redis_proxy: Faul
     with pytest.raises(ConnectionResetError):  # an RST, not a polite FIN
         victim.recv(16)
     victim.close()
-    fresh = redis_client(redis_proxy.url_for(REDIS_URL))
+    fresh = strict_redis(redis_proxy.url_for(REDIS_URL))
     assert fresh.ping()
     fresh.close()
 
@@ -139,7 +114,7 @@ def test_cut_resets_an_open_connection_but_new_ones_still_work(redis_proxy: Faul
 def test_cut_during_a_command_makes_redis_py_raise(redis_proxy: FaultProxy) -> None:
     # An idle pooled redis-py connection that was cut is silently replaced on checkout,
     # so the cut has to land while the command is in flight (held up by latency).
-    client = redis_client(redis_proxy.url_for(REDIS_URL))
+    client = strict_redis(redis_proxy.url_for(REDIS_URL))
     assert client.ping()
     redis_proxy.set_latency(0.5)
     cutter = threading.Timer(0.2, redis_proxy.cut)
@@ -153,12 +128,12 @@ def test_cut_during_a_command_makes_redis_py_raise(redis_proxy: FaultProxy) -> N
 @pytest.mark.integration
 def test_hang_makes_new_and_open_connections_time_out(redis_proxy: FaultProxy) -> None:
     url = redis_proxy.url_for(REDIS_URL)
-    already_open = redis_client(url, timeout=0.5)
+    already_open = strict_redis(url, timeout=0.5)
     assert already_open.ping()
 
     redis_proxy.hang()
 
-    for client in (already_open, redis_client(url, timeout=0.5)):
+    for client in (already_open, strict_redis(url, timeout=0.5)):
         started = time.monotonic()
         with pytest.raises(redis.TimeoutError):
             client.ping()
@@ -178,7 +153,7 @@ def test_hung_connections_stay_silent_after_pass_through_while_new_ones_work(
     with pytest.raises(TimeoutError):
         raw.recv(16)
     raw.close()
-    assert redis_client(url).ping()
+    assert strict_redis(url).ping()
 
 
 @pytest.mark.integration
@@ -201,13 +176,13 @@ def test_proxy_to_a_dead_upstream_fails_clients_fast_instead_of_hanging() -> Non
     with FaultProxy("127.0.0.1", free_port()) as proxy:
         started = time.monotonic()
         with pytest.raises(redis.ConnectionError):
-            redis_client(proxy.url_for(REDIS_URL)).ping()
+            strict_redis(proxy.url_for(REDIS_URL)).ping()
         assert time.monotonic() - started < 1.0
 
 
 @pytest.mark.integration
 def test_latency_delays_each_round_trip(redis_proxy: FaultProxy) -> None:
-    client = redis_client(redis_proxy.url_for(REDIS_URL))
+    client = strict_redis(redis_proxy.url_for(REDIS_URL))
     assert client.ping()
 
     redis_proxy.set_latency(0.2)
@@ -226,9 +201,9 @@ def test_latency_delays_each_round_trip(redis_proxy: FaultProxy) -> None:
 
 
 @pytest.mark.integration
-def test_proxy_forwards_amqp_so_kombu_can_publish_through_it(exchange_name: str) -> None:
-    with FaultProxy("127.0.0.1", 5672) as proxy, QueueCounter(exchange_name) as counter:
-        publish(exchange_name, b"{}", url=proxy.url_for(DEFAULT_URL), message_id="via-proxy")
+def test_proxy_forwards_amqp_so_kombu_can_publish_through_it(names: Names) -> None:
+    with FaultProxy("127.0.0.1", 5672) as proxy, QueueCounter(names.exchange) as counter:
+        publish(names.exchange, b"{}", url=proxy.url_for(RABBITMQ_URL), message_id="via-proxy")
         counter.drain(expected=1, timeout=5)
     assert counter.ids == {"via-proxy": 1}
 
@@ -246,7 +221,7 @@ def test_proxy_forwards_postgresql_so_psycopg_can_query_through_it() -> None:
 def test_stop_closes_the_port_and_leaves_no_thread_behind() -> None:
     before = set(threading.enumerate())
     proxy = FaultProxy("localhost", 6379).start()  # a hostname exercises the resolver pool
-    client = redis_client(proxy.url_for(REDIS_URL))
+    client = strict_redis(proxy.url_for(REDIS_URL))
     assert client.ping()
     port = proxy.port
 
@@ -311,12 +286,12 @@ def test_hung_listener_accepts_connections_and_never_sends_a_byte() -> None:
 
 @pytest.mark.integration
 def test_queue_counter_bound_before_publishing_sees_every_message_and_duplicate(
-    exchange_name: str,
+    names: Names,
 ) -> None:
-    with QueueCounter(exchange_name) as counter:
-        publish(exchange_name, b'{"data": {"id": "from-body"}}')
-        publish(exchange_name, b"{}", message_id="m1", headers={"x-try": 1})
-        publish(exchange_name, b"{}", message_id="m1")
+    with QueueCounter(names.exchange) as counter:
+        publish(names.exchange, b'{"data": {"id": "from-body"}}')
+        publish(names.exchange, b"{}", message_id="m1", headers={"x-try": 1})
+        publish(names.exchange, b"{}", message_id="m1")
         counter.drain(expected=3, timeout=5)
 
     assert counter.ids == {"from-body": 1, "m1": 2}
@@ -330,9 +305,9 @@ def test_queue_counter_bound_before_publishing_sees_every_message_and_duplicate(
 
 @pytest.mark.integration
 def test_queue_counter_drain_without_expected_returns_once_the_queue_is_quiet(
-    exchange_name: str,
+    names: Names,
 ) -> None:
-    with QueueCounter(exchange_name) as counter:
+    with QueueCounter(names.exchange) as counter:
         started = time.monotonic()
         counter.drain(timeout=5, idle=0.3)
         assert time.monotonic() - started < 1.0
@@ -365,7 +340,7 @@ def test_ledger_can_refuse_duplicates_and_flags_ids_it_never_sent() -> None:
 @pytest.mark.integration
 def test_ledger_finds_messages_parked_in_redis_fallback_lists() -> None:
     key = f"test:fallback:{uuid.uuid4()}"
-    client = redis_client(REDIS_URL)
+    client = strict_redis(REDIS_URL)
 
     def entry(message_id: str) -> str:
         message = {"data": {"id": message_id, "type": "user.created"}}

@@ -28,7 +28,8 @@ class RedisFallbackStore:
     def __init__(self, client: redis_py.Redis, keys: ListKeys) -> None:
         self.client = client
         self.keys = keys
-        self._store = client.register_script(scripts.STORE)
+        self._sha: str | None = None
+        self._persistence_checked = False
 
     def store(self, messages: Sequence[Outgoing], reason: str) -> None:
         """Store every message or none, together with the accounting counters."""
@@ -40,9 +41,8 @@ class RedisFallbackStore:
         try:
             self._warn_if_not_persistent()
             # One script: the entries and their fell_back counters land together or not at all.
-            self._store(
-                keys=[self.keys.source, self.keys.stats],
-                args=[len(per_service), *counters, *entries],
+            self._run_store_script(
+                self.keys.source, self.keys.stats, len(per_service), *counters, *entries
             )
         except redis_py.RedisError as exc:
             raise FallbackUnavailable(
@@ -50,14 +50,30 @@ class RedisFallbackStore:
                 f"{self.keys.source!r}: {describe_error(exc)}"
             ) from exc
 
+    def _run_store_script(self, *keys_and_args: str | int | bytes) -> None:
+        # EVALSHA called directly: this is the hot path of every fallback write, and redis-py's
+        # Script object costs more client CPU per call than the round trip saves.
+        if self._sha is None:
+            self._sha = str(self.client.script_load(scripts.STORE))
+        try:
+            self.client.evalsha(self._sha, 2, *keys_and_args)
+        except redis_py.exceptions.NoScriptError:
+            # The server lost its script cache (restart, SCRIPT FLUSH, failover): load it again.
+            self._sha = str(self.client.script_load(scripts.STORE))
+            self.client.evalsha(self._sha, 2, *keys_and_args)
+
     def _warn_if_not_persistent(self) -> None:
+        if self._persistence_checked:
+            return
         server = _server_name(self.client)
         with _checked_lock:
             if server in _checked_servers:
+                self._persistence_checked = True
                 return
         enabled = persistence_enabled(self.client)
         if enabled is None:
             return  # could not tell (unreachable, CONFIG disabled): ask again next time
+        self._persistence_checked = True
         with _checked_lock:
             if server in _checked_servers:
                 return

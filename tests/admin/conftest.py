@@ -1,24 +1,20 @@
 """Fixtures for the operator-surface tests (``tests/admin`` and ``tests/cli``).
 
 Every test gets a world of its own on the real services: a Redis key prefix, an organization (so
-an exchange ``{organization}.svc``, bound to a ``QueueCounter`` before anything is replayed) and a
-migrated SQLite audit database in ``tmp_path``. Everything is removed afterwards. Messages fall
-back the way they do in production: a RabbitMQ bus whose broker is a closed port hands them to a
-Redis bus. An unreachable service is a closed port; the shared services are never touched.
+an exchange ``{organization}.svc``, bound to the ``counter`` before anything is replayed) and a
+migrated SQLite audit database in ``tmp_path``. Everything is removed afterwards (the fixtures of
+``tests/conftest.py``). Messages fall back the way they do in production: a RabbitMQ bus whose
+broker is a closed port hands them to a Redis bus. An unreachable service is a closed port; the
+shared services are never touched.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import create_engine, make_url, text
 
 from fallbackbus import (
     DomainEvent,
@@ -32,16 +28,9 @@ from fallbackbus.audit import AuditQueries, OutcomeRow, SqlAuditStore
 from fallbackbus.envelope import decode
 from fallbackbus.redis.keys import ListKeys
 from fallbackbus.replay import ReplayReport, replay_list
-from tests.support.consumer import QueueCounter
 from tests.support.servers import free_port
+from tests.support.services import RABBITMQ_URL, REDIS_URL
 
-RABBITMQ_URL = os.environ.get(
-    "FALLBACKBUS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"
-)
-REDIS_URL = os.environ.get("FALLBACKBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PG_URL = os.environ.get(
-    "FALLBACKBUS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 SERVICE = "svc"
 EVENTS = "domain.events"
 PASSWORD = "s3cr3t-pw"
@@ -166,47 +155,10 @@ class World:
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=2)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def world(redis_client: redis.Redis, tmp_path: Path) -> Iterator[World]:
-    """A fresh world with a migrated SQLite audit database; its Redis keys are deleted after."""
-    tag = uuid.uuid4().hex[:8]
+def world(redis_client: redis.Redis, key_prefix: str, organization: str, sqlite_url: str) -> World:
+    """A fresh world with a migrated SQLite audit database."""
     world = World(
-        redis=redis_client,
-        prefix=f"test:admin:{tag}:",
-        organization=f"adm{tag}",
-        audit_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        redis=redis_client, prefix=key_prefix, organization=organization, audit_url=sqlite_url
     )
     upgrade_database(world.settings())
-    yield world
-    for key in redis_client.scan_iter(f"{world.prefix}*", count=1000):
-        redis_client.delete(key)
-
-
-@pytest.fixture
-def consumer(world: World) -> Iterator[QueueCounter]:
-    """Counts what reaches ``{organization}.svc``: bound before any replay, so nothing returns."""
-    with QueueCounter(f"{world.organization}.{SERVICE}", url=RABBITMQ_URL) as counter:
-        yield counter
-        counter.delete_exchange()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose connections use a schema of this test's own (dropped after)."""
-    schema = f"fallbackbus_admin_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(PG_URL)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    return world

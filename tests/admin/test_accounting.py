@@ -35,7 +35,7 @@ def test_nothing_fallen_back_gives_no_rows(world: World) -> None:
 
 
 def test_the_accounting_balances_through_a_fallback_and_replay_cycle(
-    world: World, consumer: QueueCounter
+    world: World, counter: QueueCounter
 ) -> None:
     world.fall_back(7)
     fallen = balance_of(world)
@@ -43,13 +43,13 @@ def test_the_accounting_balances_through_a_fallback_and_replay_cycle(
     halfway = balance_of(world)
     world.replay()
     done = balance_of(world)
-    consumer.drain(expected=7)
+    counter.drain(expected=7)
 
     assert counts(fallen) == {**dict.fromkeys(counts(fallen), 0), "fell_back": 7, "waiting": 7}
     assert (halfway.fell_back, halfway.republished, halfway.waiting) == (7, 3, 4)
     assert (done.fell_back, done.republished, done.waiting) == (7, 7, 0)
     assert all(b.balanced and b.consistent for b in (fallen, halfway, done))
-    assert consumer.received == 7
+    assert counter.received == 7
 
 
 def test_entries_claimed_by_an_unfinished_run_count_as_waiting(world: World) -> None:
@@ -65,7 +65,7 @@ def test_entries_claimed_by_an_unfinished_run_count_as_waiting(world: World) -> 
 
 
 def test_the_accounting_balances_after_a_requeue_and_after_a_purge(
-    world: World, consumer: QueueCounter
+    world: World, counter: QueueCounter
 ) -> None:
     ids = world.park(4)
     parked = balance_of(world)
@@ -90,7 +90,7 @@ def test_the_accounting_balances_after_a_requeue_and_after_a_purge(
 
 
 def test_petisco_entries_are_uncounted_until_replay_moves_them(
-    world: World, consumer: QueueCounter
+    world: World, counter: QueueCounter
 ) -> None:
     world.push_raw(world.petisco_entry("p-1"), world.petisco_entry("p-2"))
     before = balance_of(world)
@@ -155,7 +155,7 @@ def test_each_service_of_each_list_is_accounted_separately(world: World) -> None
 
 @pytest.mark.slow
 def test_the_accounting_never_reports_a_false_mismatch_while_replay_runs(
-    world: World, consumer: QueueCounter
+    world: World, counter: QueueCounter
 ) -> None:
     world.fall_back(2000)
     replaying = threading.Thread(target=world.replay, kwargs={"replay_batch_size": 20})

@@ -85,16 +85,16 @@ def test_requeue_writes_one_requeued_audit_row_per_entry(world: World) -> None:
 
 
 def test_requeued_entries_are_republished_by_the_next_replay(
-    world: World, consumer: QueueCounter
+    world: World, counter: QueueCounter
 ) -> None:
     parked = world.park(3)
 
     admin.requeue(EVENTS, Selector(all_entries=True), settings=world.settings())
     report = world.replay()
-    consumer.drain(expected=3)
+    counter.drain(expected=3)
 
     assert report.republished == 3
-    assert list(consumer.ids) == parked  # oldest parked first, as they first fell back
+    assert list(counter.ids) == parked  # oldest parked first, as they first fell back
     assert admin.list_dead_letters(EVENTS, settings=world.settings()).total == 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -145,40 +145,22 @@ def test_outcomes_keep_only_the_rows_matching_every_filter(
 
 
 def test_an_outcome_row_carries_every_column(store: SqlAuditStore, queries: AuditQueries) -> None:
-    store.record(
-        "run-1",
-        [
-            Outcome(
-                message_id="m1",
-                status="dead_lettered",
-                source_list="commands",
-                message_type="create_user",
-                organization="acme",
-                service="petisco",
-                routing_key="acme.petisco.1.command.create_user",
-                reason="service not allowed",
-                attempts=5,
-            )
-        ],
-        at=T0,
-    )
+    recorded: dict[str, Any] = {
+        "message_id": "m1",
+        "status": "dead_lettered",
+        "source_list": "commands",
+        "message_type": "create_user",
+        "organization": "acme",
+        "service": "petisco",
+        "routing_key": "acme.petisco.1.command.create_user",
+        "reason": "service not allowed",
+        "attempts": 5,
+    }
+    store.record("run-1", [Outcome(**recorded)], at=T0)
 
     (row,) = queries.outcomes()
 
-    assert row == OutcomeRow(
-        id=row.id,
-        run_id="run-1",
-        message_id="m1",
-        message_type="create_user",
-        organization="acme",
-        service="petisco",
-        source_list="commands",
-        routing_key="acme.petisco.1.command.create_user",
-        status="dead_lettered",
-        reason="service not allowed",
-        attempts=5,
-        recorded_at=T0,
-    )
+    assert row == OutcomeRow(id=row.id, run_id="run-1", recorded_at=T0, **recorded)
 
 
 def test_result_rows_have_exactly_the_columns_of_their_tables() -> None:
@@ -324,20 +306,7 @@ def test_runs_keep_those_started_in_the_window(five_runs: AuditQueries) -> None:
 
 
 def test_run_returns_the_whole_run_by_its_id(five_runs: AuditQueries) -> None:
-    assert five_runs.run("run-2") == RunRow(
-        run_id="run-2",
-        source_list="domain.events",
-        worker="host-a:1",
-        started_at=T0 + 2 * MINUTE,
-        finished_at=T0 + 2 * MINUTE + timedelta(seconds=1),
-        status="completed",
-        stop_reason=None,
-        republished=1,
-        dead_lettered=0,
-        returned=0,
-        recovered=0,
-        duration_seconds=1.0,
-    )
+    assert five_runs.run("run-2") == RunRow(**asdict(finished("run-2", T0 + 2 * MINUTE)))
 
 
 def test_run_returns_none_for_an_unknown_run_id(five_runs: AuditQueries) -> None:

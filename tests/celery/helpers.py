@@ -1,41 +1,22 @@
-"""Helpers of the Celery tests: local service URLs, per-test names, and `celery` subprocesses."""
+"""Helpers of the Celery tests: the services' environment, and `celery` subprocesses."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from tests.support.processes import end_process
+
 ROOT = Path(__file__).resolve().parents[2]
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_URL = os.environ.get(
-    "FALLBACKBUS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Names:
-    """What one test owns in the shared services."""
-
-    prefix: str
-    """``FALLBACKBUS_REDIS_KEY_PREFIX``: every list, lock and the Celery queue start with it."""
-    organization: str
-    service: str = "shop"
-
-    @property
-    def exchange(self) -> str:
-        return f"{self.organization}.{self.service}"
 
 
 def service_env(values: Mapping[str, str]) -> dict[str, str]:
@@ -117,16 +98,9 @@ class CeleryProcess:
 
     def stop(self, grace: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()  # the leader's warm shutdown stops its own pool
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace)
-        # Whatever is left of the group (start_new_session made the leader's pid its id; a group
-        # id is never reused while a member lives) is killed, then the leader is reaped.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace)
+        if process is not None:
+            # SIGTERM: the leader's warm shutdown stops its own pool; then the group is killed.
+            end_process(process, signal.SIGTERM, grace, group=True)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -23,16 +23,9 @@ from sqlalchemy import make_url
 
 from fallbackbus import DomainEvent, RedisDomainEventBus
 from fallbackbus.settings import PREFIX, Settings
-from tests.celery.helpers import (
-    RABBITMQ_URL,
-    REDIS_URL,
-    ROOT,
-    CeleryProcess,
-    Names,
-    service_env,
-    wait_until,
-)
+from tests.celery.helpers import ROOT, CeleryProcess, service_env, wait_until
 from tests.support.consumer import QueueCounter
+from tests.support.services import RABBITMQ_URL, REDIS_URL, Names
 
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = {"rabbitmq", "redis", "postgres", "worker", "beat"}
@@ -254,14 +247,14 @@ def run_healthcheck(service: Mapping[str, Any], env: Mapping[str, str], cwd: Pat
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_the_compose_worker_and_beat_commands_start_replay_a_message_and_pass_their_healthchecks(
-    names: Names, pg_audit_url: str, tmp_path: Path
+    names: Names, pg_url: str, tmp_path: Path, redis_client: redis.Redis, counter: QueueCounter
 ) -> None:
     services = load_compose({"FALLBACKBUS_REPLAY_INTERVAL": "1"})["services"]
     environment = services["worker"]["environment"]
     assert "FALLBACKBUS_REDIS_KEY_PREFIX" not in environment
     env = service_env(
         {
-            **local_environment(environment, pg_audit_url),
+            **local_environment(environment, pg_url),
             "FALLBACKBUS_REDIS_KEY_PREFIX": names.prefix,
             # Docker sets HOSTNAME in every container; the worker's healthcheck reads it.
             "HOSTNAME": socket.gethostname(),
@@ -270,30 +263,22 @@ def test_the_compose_worker_and_beat_commands_start_replay_a_message_and_pass_th
     worker_dir, beat_dir = tmp_path / "worker", tmp_path / "beat"
     worker_dir.mkdir()
     beat_dir.mkdir()
-    client = redis.Redis.from_url(REDIS_URL)
     event = ParcelLabelled(parcel_id="p-7")
     with (
-        QueueCounter(names.exchange) as counter,
         CeleryProcess(
             services["worker"]["command"], env=env, cwd=worker_dir, name="worker"
         ) as worker,
         CeleryProcess(services["beat"]["command"], env=env, cwd=beat_dir, name="beat") as beat,
     ):
-        try:
-            worker.wait_for(" ready.")
-            assert "upgraded to revision" in worker.output  # migrated the empty schema
-            beat.wait_for("beat: Starting")
-            RedisDomainEventBus(
-                names.organization, names.service, client, key_prefix=names.prefix
-            ).publish(event)
+        worker.wait_for(" ready.")
+        assert "upgraded to revision" in worker.output  # migrated the empty schema
+        beat.wait_for("beat: Starting")
+        RedisDomainEventBus(
+            names.organization, names.service, redis_client, key_prefix=names.prefix
+        ).publish(event)
 
-            counter.drain(expected=1, timeout=15)
-            assert dict(counter.ids) == {event.message_id: 1}
-            wait_until(
-                lambda: "Sending due task" in beat.output, timeout=5, what="beat's first tick"
-            )
-            run_healthcheck(services["worker"], env, worker_dir)
-            run_healthcheck(services["beat"], env, beat_dir)
-        finally:
-            counter.delete_exchange()
-            client.close()
+        counter.drain(expected=1, timeout=15)
+        assert dict(counter.ids) == {event.message_id: 1}
+        wait_until(lambda: "Sending due task" in beat.output, timeout=5, what="beat's first tick")
+        run_healthcheck(services["worker"], env, worker_dir)
+        run_healthcheck(services["beat"], env, beat_dir)

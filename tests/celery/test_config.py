@@ -61,24 +61,27 @@ def test_given_replay_lists_and_interval_when_loaded_then_every_list_gets_an_ent
     assert schedule["replay domain.events"]["task"] == "fallbackbus.replay.domain_events"
 
 
-def test_given_only_a_redis_url_when_loaded_then_celery_uses_that_redis_as_its_broker(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("env", "broker_url"),
+    [
+        pytest.param(
+            {"REDIS_URL": "redis://cache.internal:6380/2", "RABBITMQ_URL": "amqp://rabbit//"},
+            "redis://cache.internal:6380/2",
+            id="only a Redis URL: that Redis",
+        ),
+        pytest.param(
+            {"REDIS_URL": "redis://cache:6379/0", "CELERY_BROKER_URL": "redis://celery:6379/5"},
+            "redis://celery:6379/5",
+            id="a Celery broker URL wins over the Redis URL",
+        ),
+    ],
+)
+def test_given_urls_when_loaded_then_celery_uses_the_right_redis_as_its_broker(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], broker_url: str
 ) -> None:
-    config = load_celeryconfig(
-        monkeypatch, REDIS_URL="redis://cache.internal:6380/2", RABBITMQ_URL="amqp://rabbit//"
-    )
+    config = load_celeryconfig(monkeypatch, **env)
 
-    assert config["broker_url"] == "redis://cache.internal:6380/2"
-
-
-def test_given_a_celery_broker_url_when_loaded_then_it_wins_over_the_redis_url(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    config = load_celeryconfig(
-        monkeypatch, REDIS_URL="redis://cache:6379/0", CELERY_BROKER_URL="redis://celery:6379/5"
-    )
-
-    assert config["broker_url"] == "redis://celery:6379/5"
+    assert config["broker_url"] == broker_url
 
 
 def test_given_a_lease_when_loaded_then_time_limits_and_visibility_timeout_derive_from_it(

@@ -13,11 +13,11 @@ from fallbackbus import DomainEvent, RedisDomainEventBus
 from fallbackbus.audit import SqlAuditStore
 from fallbackbus.replay import ReplayReport, replay_list
 from fallbackbus.settings import Settings
+from fallbackbus.testing.faultproxy import FaultProxy
 from tasks.app import upgrade_audit_schema
 from tasks.replay import replay, replay_domain_events
-from tests.celery.helpers import RABBITMQ_URL, REDIS_URL, Names
 from tests.support.consumer import QueueCounter
-from tests.support.faultproxy import FaultProxy
+from tests.support.services import RABBITMQ_URL, REDIS_URL, Names
 
 
 class ParcelShipped(DomainEvent):
@@ -25,25 +25,24 @@ class ParcelShipped(DomainEvent):
 
 
 @pytest.fixture
-def service_env(monkeypatch: pytest.MonkeyPatch, names: Names, sqlite_audit_url: str) -> None:
+def service_env(monkeypatch: pytest.MonkeyPatch, names: Names, sqlite_url: str) -> None:
     """What the worker's environment would hold, for tasks called in this process."""
     monkeypatch.setenv("FALLBACKBUS_RABBITMQ_URL", RABBITMQ_URL)
     monkeypatch.setenv("FALLBACKBUS_REDIS_URL", REDIS_URL)
-    monkeypatch.setenv("FALLBACKBUS_AUDIT_DB_URL", sqlite_audit_url)
+    monkeypatch.setenv("FALLBACKBUS_AUDIT_DB_URL", sqlite_url)
     monkeypatch.setenv("FALLBACKBUS_REDIS_KEY_PREFIX", names.prefix)
 
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("service_env")
 def test_given_a_run_holds_the_lock_when_another_tick_comes_then_it_returns_skipped_at_once(
-    names: Names, sqlite_audit_url: str
+    names: Names, sqlite_url: str, redis_client: redis.Redis, counter: QueueCounter
 ) -> None:
-    SqlAuditStore(sqlite_audit_url).upgrade()
-    client = redis.Redis.from_url(REDIS_URL)
+    SqlAuditStore(sqlite_url).upgrade()
     event = ParcelShipped(parcel_id="p-1")
-    RedisDomainEventBus(names.organization, names.service, client, key_prefix=names.prefix).publish(
-        event
-    )
+    RedisDomainEventBus(
+        names.organization, names.service, redis_client, key_prefix=names.prefix
+    ).publish(event)
     inside, release = threading.Event(), threading.Event()
     first: list[ReplayReport] = []
 
@@ -54,21 +53,18 @@ def test_given_a_run_holds_the_lock_when_another_tick_comes_then_it_returns_skip
     def first_run() -> None:
         first.append(replay_list("domain.events", on_batch=hold_the_lock))
 
-    with QueueCounter(names.exchange) as counter:
-        holder = threading.Thread(target=first_run, daemon=True)
-        holder.start()
-        try:
-            assert inside.wait(timeout=10), "the first run never reached its first batch"
+    holder = threading.Thread(target=first_run, daemon=True)
+    holder.start()
+    try:
+        assert inside.wait(timeout=10), "the first run never reached its first batch"
 
-            started = time.monotonic()
-            second = replay_domain_events()
-            elapsed = time.monotonic() - started
-        finally:
-            release.set()
-            holder.join(timeout=10)
-            client.close()
-        counter.drain(expected=1, timeout=5)
-        counter.delete_exchange()
+        started = time.monotonic()
+        second = replay_domain_events()
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join(timeout=10)
+    counter.drain(expected=1, timeout=5)
 
     assert second["status"] == "skipped"
     assert second["republished"] == 0
@@ -88,10 +84,10 @@ def test_given_bad_arguments_when_the_generic_task_runs_then_it_refuses_before_a
 
 
 def test_given_an_empty_database_when_the_worker_starts_then_the_audit_schema_is_migrated(
-    sqlite_audit_url: str, caplog: pytest.LogCaptureFixture
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = SqlAuditStore(sqlite_audit_url)
-    settings = Settings(audit_db_url=sqlite_audit_url)
+    store = SqlAuditStore(sqlite_url)
+    settings = Settings(audit_db_url=sqlite_url)
 
     with caplog.at_level(logging.INFO, logger="tasks.app"):
         upgrade_audit_schema(settings)
@@ -107,13 +103,12 @@ def test_given_an_empty_database_when_the_worker_starts_then_the_audit_schema_is
 
 @pytest.mark.integration
 def test_given_an_unreachable_database_when_the_worker_starts_then_it_warns_and_carries_on(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, postgres_proxy: FaultProxy
 ) -> None:
-    with FaultProxy("127.0.0.1", 5432) as proxy:
-        proxy.refuse()
-        url = proxy.url_for("postgresql+psycopg://postgres:secret@127.0.0.1:5432/test")
-        with caplog.at_level(logging.INFO, logger="tasks.app"):
-            upgrade_audit_schema(Settings(audit_db_url=url, connect_timeout=1))
+    postgres_proxy.refuse()
+    url = postgres_proxy.url_for("postgresql+psycopg://postgres:secret@127.0.0.1:5432/test")
+    with caplog.at_level(logging.INFO, logger="tasks.app"):
+        upgrade_audit_schema(Settings(audit_db_url=url, connect_timeout=1))
 
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "audit schema not upgraded" in warning.getMessage()

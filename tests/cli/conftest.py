@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from fallbackbus.cli import app
-from tests.admin.conftest import PASSWORD, World, consumer, pg_url, redis_client, world
+from tests.admin.conftest import PASSWORD, World, world
 
-__all__ = ["consumer", "pg_url", "redis_client", "world"]  # fixtures shared with tests/admin
+__all__ = ["world"]  # a fixture shared with tests/admin
 
 
 @dataclass

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def history(world: World, consumer: QueueCounter) -> dict[str, list[str]]:
+def history(world: World, counter: QueueCounter) -> dict[str, list[str]]:
     """Two parked events, then three republished: five audit rows in two runs."""
     parked = world.park(2)
     republished = world.fall_back(3)
@@ -106,7 +106,7 @@ def test_audit_list_as_csv_has_a_header_and_one_line_per_row(
 
 
 def test_audit_show_tells_the_story_of_one_message(
-    cli: Cli, world: World, consumer: QueueCounter
+    cli: Cli, world: World, counter: QueueCounter
 ) -> None:
     [parked] = world.park(1)
     cli("dead-letters", "requeue", "--list", "domain.events", "--all")

@@ -28,7 +28,7 @@ def test_db_upgrade_creates_the_audit_tables_then_changes_nothing(
 
 
 def test_the_commands_work_on_postgresql_and_never_print_its_password(
-    cli: Cli, world: World, consumer: QueueCounter, pg_url: str
+    cli: Cli, world: World, counter: QueueCounter, pg_url: str
 ) -> None:
     # Trust authentication ignores the password, so it can be given and must never be shown.
     url = make_url(pg_url).set(password=PASSWORD).render_as_string(hide_password=False)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.admin.conftest import REDIS_URL, World, closed_port_url
+from tests.admin.conftest import World, closed_port_url
 from tests.cli.conftest import Cli, assert_one_line_error
+from tests.support.services import REDIS_URL
 
 pytestmark = pytest.mark.integration
 

@@ -12,24 +12,24 @@ pytestmark = pytest.mark.integration
 
 
 def test_replay_republishes_every_list_and_prints_a_row_for_each(
-    cli: Cli, world: World, consumer: QueueCounter
+    cli: Cli, world: World, counter: QueueCounter
 ) -> None:
     ids = world.fall_back(4)
 
     result = cli("replay")
-    consumer.drain(expected=4)
+    counter.drain(expected=4)
 
     assert result.exit_code == 0, result.output
     [events] = table_rows(result.stdout, world.keys().source)
     assert events[1:6] == ["completed", "4", "0", "0", "0"]
     [commands] = table_rows(result.stdout, world.keys("commands").source)
     assert commands[1:3] == ["completed", "0"]
-    assert list(consumer.ids) == ids
+    assert list(counter.ids) == ids
     assert world.waiting() == []
 
 
 def test_replay_as_json_gives_each_runs_report(
-    cli: Cli, world: World, consumer: QueueCounter
+    cli: Cli, world: World, counter: QueueCounter
 ) -> None:
     world.fall_back(3)
 
@@ -47,7 +47,7 @@ def test_replay_as_json_gives_each_runs_report(
 
 
 def test_replay_of_a_large_backlog_shows_a_progress_bar(
-    cli: Cli, world: World, consumer: QueueCounter
+    cli: Cli, world: World, counter: QueueCounter
 ) -> None:
     world.fall_back(25)
 

@@ -80,7 +80,7 @@ def test_status_exits_3_naming_an_unreachable_rabbitmq_without_its_password(
 
 
 def test_accounting_balances_after_a_fallback_and_replay_cycle(
-    cli: Cli, world: World, consumer: QueueCounter
+    cli: Cli, world: World, counter: QueueCounter
 ) -> None:
     world.fall_back(5)
     before = cli("accounting")
@@ -118,7 +118,7 @@ def test_accounting_balances_after_a_fallback_and_replay_cycle(
 
 
 def test_accounting_balances_after_a_requeue_and_after_a_purge(
-    cli: Cli, world: World, consumer: QueueCounter
+    cli: Cli, world: World, counter: QueueCounter
 ) -> None:
     parked = world.park(3)
 

@@ -4,27 +4,21 @@ Every scenario of issue 6 carries ``@pytest.mark.scenario(number, title)`` and r
 through the ``score`` fixture; ``pytest_terminal_summary`` prints one table of all of them
 (scenario, messages, lost, duplicates, result), which is what the issue's closing note pastes.
 
-Isolation: each test gets its own organization (so its own exchange), its own Redis key prefix on
-the shared Redis and its own PostgreSQL schema for the audit; all are removed afterwards. Outages
-are made with ``FaultProxy`` between the library and the shared services, never by touching them.
+Isolation (the fixtures of ``tests/conftest.py``): each test gets its own organization (so its own
+exchange), its own Redis key prefix on the shared Redis and its own PostgreSQL schema for the
+audit; all are removed afterwards. Outages are made with ``FaultProxy`` between the library and
+the shared services, never by touching them.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import kombu
 import pytest
-import redis
-from sqlalchemy import create_engine, text
 
-from fallbackbus.redis import redis_from_url
-from tests.faults.helpers import AMQP_URL, PG_URL, REDIS_URL, AuditDatabase, Names
+from tests.faults.helpers import AuditDatabase
 from tests.faults.scoreboard import ScenarioRow, table
-from tests.support.consumer import QueueCounter
-from tests.support.faultproxy import FaultProxy
 
 # -- the scoreboard --------------------------------------------------------------------------
 
@@ -90,86 +84,15 @@ def score(request: pytest.FixtureRequest) -> ScenarioRow:
     return row
 
 
-# -- isolation: names, Redis keys, exchanges ------------------------------------------------
-
-
-@pytest.fixture
-def shared_redis() -> Iterator[redis.Redis]:
-    """The machine's Redis, through the library's bounded client."""
-    client = redis_from_url(REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def names(shared_redis: redis.Redis) -> Iterator[Names]:
-    token = uuid.uuid4().hex[:10]
-    made = Names(organization=f"faults{token}", service="svc", prefix=f"faults:{token}:")
-    yield made
-    for key in shared_redis.scan_iter(match=f"{made.prefix}*", count=1000):
-        shared_redis.delete(key)
-
-
-@pytest.fixture
-def counter_for() -> Iterator[Callable[[str], QueueCounter]]:
-    """Factory: a QueueCounter bound (with ``#``) to an exchange; the exchange is deleted after."""
-    made: list[QueueCounter] = []
-
-    def make(exchange: str) -> QueueCounter:
-        counter = QueueCounter(exchange, AMQP_URL)
-        made.append(counter)
-        return counter
-
-    yield make
-    for counter in made:
-        counter.close()
-    with kombu.Connection(AMQP_URL) as connection:
-        for counter in made:
-            counter.exchange(connection.default_channel).delete()
-
-
-@pytest.fixture
-def counter(names: Names, counter_for: Callable[[str], QueueCounter]) -> QueueCounter:
-    """Counts what reaches this test's exchange; bound before anything is published."""
-    return counter_for(names.exchange)
-
-
-# -- proxies ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rabbit_proxy() -> Iterator[FaultProxy]:
-    with FaultProxy("127.0.0.1", 5672) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def redis_proxy() -> Iterator[FaultProxy]:
-    with FaultProxy("127.0.0.1", 6379) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def pg_proxy() -> Iterator[FaultProxy]:
-    with FaultProxy("127.0.0.1", 5432) as proxy:
-        yield proxy
-
-
 # -- the audit database ----------------------------------------------------------------------
 
 
 @pytest.fixture
-def audit_db() -> Iterator[AuditDatabase]:
-    schema = f"faults_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    database = AuditDatabase(schema)
+def audit_db(pg_url: str) -> Iterator[AuditDatabase]:
+    """The test's own PostgreSQL schema, migrated to head."""
+    database = AuditDatabase(pg_url)
     try:
         database.store().upgrade()
         yield database
     finally:
         database.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,48 +24,28 @@ from fallbackbus.envelope import decode_dead_letter, peek_identity
 from fallbackbus.redis import ListKeys
 from fallbackbus.replay import COMPLETED, Replayer
 from fallbackbus.settings import Settings
+from fallbackbus.testing.faultproxy import FaultProxy
 from tests.support.accounting import Ledger
 from tests.support.consumer import QueueCounter
-from tests.support.faultproxy import FaultProxy
+from tests.support.processes import end_process
+from tests.support.services import REDIS_URL, Names
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_URL = os.environ.get(
-    "FALLBACKBUS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 REPO = Path(__file__).resolve().parents[2]
 
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class Names:
-    """This test's organization, service, exchange and Redis key prefix."""
-
-    organization: str
-    service: str
-    prefix: str
-
-    @property
-    def exchange(self) -> str:
-        return f"{self.organization}.{self.service}"
-
-    def keys(self, list_name: str = "domain.events") -> ListKeys:
-        return ListKeys(list_name, self.prefix)
-
-
 class AuditDatabase:
-    """A private schema in the machine's PostgreSQL, migrated to head, dropped afterwards."""
+    """The audit stores of one private PostgreSQL schema (``private_url``), and reads of it."""
 
-    def __init__(self, schema: str, base_url: str = PG_URL) -> None:
-        self.schema = schema
-        self.base_url = base_url
+    def __init__(self, private_url: str) -> None:
+        self.private_url = private_url
         self._stores: list[SqlAuditStore] = []
         self._reader: SqlAuditStore | None = None
 
     def url(self, proxy: FaultProxy | None = None, password: str | None = None) -> str:
         """The schema's URL, optionally through ``proxy`` and with a password in it."""
-        url = make_url(self.base_url).update_query_dict({"options": f"-csearch_path={self.schema}"})
+        url = make_url(self.private_url)
         if proxy is not None:
             url = url.set(host=proxy.listen_host, port=proxy.port)
         if password is not None:
@@ -117,16 +94,13 @@ def events(count: int, start: int = 0) -> list[UserCreated]:
 
 
 def fill_backlog(
-    client: redis.Redis,
-    organization: str,
-    service: str,
-    prefix: str,
-    count: int,
-    list_name: str = "domain.events",
-    chunk: int = 1000,
+    client: redis.Redis, names: Names, count: int, service: str = "", chunk: int = 1000
 ) -> list[str]:
-    """Store ``count`` events through the Redis bus (the real fallback write); ids oldest first."""
-    bus = RedisDomainEventBus(organization, service, client, list_name=list_name, key_prefix=prefix)
+    """Store ``count`` events of ``service`` (default: the test's) through the Redis bus (the real
+    fallback write) in the test's ``domain.events``; ids oldest first."""
+    bus = RedisDomainEventBus(
+        names.organization, service or names.service, client, key_prefix=names.prefix
+    )
     ids: list[str] = []
     for start in range(0, count, chunk):
         batch = events(min(chunk, count - start), start)
@@ -223,9 +197,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no finally blocks, sockets closed by the kernel."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        end_process(self.process)
 
     def wait(self, timeout: float) -> int:
         try:
@@ -249,30 +221,6 @@ class WorkerProcess:
     def output(self) -> str:
         err = self.stderr_path.read_text(errors="replace")[-3000:]
         return f"--- {self.name} stderr (tail) ---\n{err}"
-
-
-@contextmanager
-def draining(counter: QueueCounter) -> Iterator[QueueCounter]:
-    """Consume in a background thread while the body runs.
-
-    A consumer that stops reading gets its connection closed by RabbitMQ once a socket write to
-    it blocks for ``send_timeout`` (15 s by default), and its exclusive queue -- with everything
-    in it -- is deleted. Long scenarios therefore read as they go. The counter must not be used
-    by anyone else until the block ends.
-    """
-    stop = threading.Event()
-
-    def consume() -> None:
-        while not stop.is_set():
-            counter.drain(None, timeout=0.5, idle=0.5)
-
-    thread = threading.Thread(target=consume, name="consumer", daemon=True)
-    thread.start()
-    try:
-        yield counter
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 def collect(

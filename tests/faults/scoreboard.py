@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tests.support.accounting import Ledger
+
 
 @dataclass
 class ScenarioRow:
@@ -39,6 +41,15 @@ class ScenarioRow:
             self.duplicates = duplicates
         if note is not None:
             self.note = note
+
+    def count_ledger(self, ledger: Ledger, messages: int, note: str) -> None:
+        """Record ``messages`` and the ledger's lost and duplicated ids (before asserting)."""
+        self.count(
+            messages=messages,
+            lost=len(ledger.lost()),
+            duplicates=ledger.duplicate_count(),
+            note=note,
+        )
 
 
 def _cell(value: int | None) -> str:

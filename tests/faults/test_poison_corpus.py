@@ -3,11 +3,12 @@
 Each example stores a random mix of good entries (ours, petisco's three-key envelope, petisco's
 body-as-a-string variant, extra envelope keys, commands, retried ones) and bad ones (random bytes
 and text, JSON that is not an envelope, nesting deeper than the parser's recursion limit,
-truncated JSON, wrong types, missing keys, entries over the size limit, another organization or a
-service not in ``replay_allowed_services``, entries out of attempts) in a fresh list, replays it
-once with a random batch size, and checks every entry's fate: good ones arrive byte for byte,
-exactly once; bad ones are dead-lettered, unchanged, with a reason and an audit row. The replay
-never raises.
+truncated JSON, wrong types, missing keys, entries over the size limit, integers too long for
+Python's parser, a routing key over AMQP's 255 bytes, another organization or a service not in
+``replay_allowed_services``, entries out of attempts) in a fresh list, replays it once with a
+random batch size, and checks every entry's fate: good ones arrive byte for byte, exactly once and
+in order; bad ones are dead-lettered in order, unchanged, with a reason and an audit row. The
+replay never raises.
 """
 
 from __future__ import annotations
@@ -31,9 +32,15 @@ from fallbackbus.rabbitmq import RabbitMqPublisher
 from fallbackbus.redis import ListKeys
 from fallbackbus.replay import COMPLETED, Replayer
 from fallbackbus.settings import Settings
-from tests.faults.helpers import AMQP_URL, AuditDatabase, Names, UserCreated, collect, waiting_keys
+from tests.faults.helpers import (
+    AuditDatabase,
+    UserCreated,
+    collect,
+    waiting_keys,
+)
 from tests.faults.scoreboard import ScenarioRow
 from tests.support.consumer import QueueCounter, message_id_of
+from tests.support.services import RABBITMQ_URL, Names
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,9 +86,9 @@ WRONG_TYPES: list[tuple[tuple[str, ...], list[Any]]] = [
     (("message", "data"), [5, None, [], "x"]),
     (("message", "data", "id"), [5, None, "", [], {}]),
     (("message", "data", "type"), [5, None, "", []]),
-    (("message", "data", "type_message"), ["query", 5, None, ""]),
+    (("message", "data", "type_message"), ["query", "event", "notification", 5, None, ""]),
     (("message", "data", "version"), ["1", 0, -1, True, 1.5, None]),
-    (("attempts",), ["x", 1.5, True, None, []]),
+    (("attempts",), ["x", "1", 1.5, True, None, []]),
     (("reason",), [5, [], {}]),
 ]
 REQUIRED = [
@@ -93,6 +100,12 @@ REQUIRED = [
     ("message", "data", "type"),
     ("message", "data", "type_message"),
 ]
+
+
+def _raw(organization: str, service: str, message: str) -> bytes:
+    """An envelope around a message given as text (for JSON that json.dumps cannot write)."""
+    head = json.dumps({"organization": organization, "service": service})[:-1]
+    return f'{head}, "message": {message}}}'.encode()
 
 
 def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -122,6 +135,8 @@ def entries(organization: str, service: str) -> st.SearchStrategy[Entry]:
                     "wrong-type",
                     "missing-key",
                     "huge",
+                    "huge-integer",
+                    "long-type",
                     "foreign-organization",
                     "foreign-service",
                     "out-of-attempts",
@@ -159,13 +174,23 @@ def entries(organization: str, service: str) -> st.SearchStrategy[Entry]:
             raw = draw(
                 st.sampled_from(
                     [
-                        nested,
-                        json.dumps({"organization": organization, "service": service})[:-1]
-                        + f', "message": {nested}}}',
+                        nested.encode(),
+                        _raw(organization, service, nested),
+                        # After a readable id: whoever peeks at it must not choke either.
+                        _raw(
+                            organization,
+                            service,
+                            f'{{"data": {{"id": "{message.message_id}", "x": {nested}}}}}',
+                        ),
                     ]
                 )
             )
-            return Entry(raw.encode(), kind)
+            return Entry(raw, kind)
+        if kind == "huge-integer":
+            # More digits than Python's int() takes (4,300): json.loads raises a bare ValueError.
+            digits = "7" * draw(st.integers(5_000, 6_000))
+            data = f'{{"data": {{"id": "{message.message_id}", "n": {digits}}}}}'
+            return Entry(_raw(organization, service, data), kind)
         if kind == "random-bytes":
             return Entry(draw(st.binary(max_size=300)), kind)
         if kind == "random-text":
@@ -192,6 +217,9 @@ def entries(organization: str, service: str) -> st.SearchStrategy[Entry]:
         elif kind == "huge":
             extra = draw(st.integers(1, 4 * MAX_BYTES))
             doc["message"]["data"]["attributes"]["user_id"] = "x" * (MAX_BYTES + extra)
+        elif kind == "long-type":
+            # A routing key longer than AMQP's 255-byte limit.
+            doc["message"]["data"]["type"] = "user." + "x" * draw(st.integers(260, 400))
         elif kind == "foreign-organization":
             doc["organization"] = f"other{uuid.uuid4().hex[:8]}"
         elif kind == "foreign-service":
@@ -221,12 +249,12 @@ def tally() -> Tally:
 
 @pytest.fixture
 def replayer(
-    names: Names, shared_redis: redis.Redis, audit_db: AuditDatabase
+    names: Names, redis_client: redis.Redis, audit_db: AuditDatabase
 ) -> Iterator[Replayer]:
     """One replayer for all examples: allow-list, size and attempt limits set."""
-    connector = RabbitMqConnector(AMQP_URL)
+    connector = RabbitMqConnector(RABBITMQ_URL)
     yield Replayer(
-        redis=shared_redis,
+        redis=redis_client,
         publisher=RabbitMqPublisher(connector),
         audit=audit_db.store(),
         settings=Settings.from_env(
@@ -262,7 +290,7 @@ def intruder(names: Names, counter_for: Callable[[str], QueueCounter]) -> QueueC
 def test_replay_parks_every_poison_entry_with_a_reason_and_republishes_every_good_one(
     data: st.DataObject,
     names: Names,
-    shared_redis: redis.Redis,
+    redis_client: redis.Redis,
     counter: QueueCounter,
     intruder: QueueCounter,
     audit_db: AuditDatabase,
@@ -277,16 +305,19 @@ def test_replay_parks_every_poison_entry_with_a_reason_and_republishes_every_goo
     batch_size = data.draw(st.integers(1, 12), label="batch_size")
     keys = ListKeys(f"poison.{uuid.uuid4().hex[:8]}", names.prefix)
     if corpus:
-        shared_redis.lpush(keys.source, *(e.raw for e in corpus))  # first entry is the oldest
+        redis_client.lpush(keys.source, *(e.raw for e in corpus))  # first entry is the oldest
     good = [e for e in corpus if e.good]
     bad = Counter(e.raw for e in corpus if not e.good)
+    already = counter.received
 
     report = replayer.run(keys.name, batch_size=batch_size)  # must not raise, whatever the input
 
     collect(counter, {e.message_id for e in good if e.message_id}, timeout=10, settle=0.05)
     bodies = {message_id_of(body, props): body for _, body, props, _ in counter.messages}
+    good_ids = [e.message_id for e in good]
+    arrived = [message_id_of(body, props) for _, body, props, _ in counter.messages[already:]]
     copies = Counter(counter.ids[e.message_id or ""] for e in good)
-    letters = [decode_dead_letter(raw) for raw in shared_redis.lrange(keys.dead, 0, -1)]
+    letters = [decode_dead_letter(raw) for raw in redis_client.lrange(keys.dead, 0, -1)]
     parked = Counter(letter.original for letter in letters)
     rows = audit_db.outcomes(run_id=report.run_id)
     tally.kinds.update(e.kind for e in corpus)
@@ -301,14 +332,20 @@ def test_replay_parks_every_poison_entry_with_a_reason_and_republishes_every_goo
         note=f"{tally.good} good, {tally.bad} bad entries of {len(tally.kinds)} kinds",
     )
 
-    assert report.status == COMPLETED, report
+    assert (report.status, report.stop_reason) == (COMPLETED, None), report
     assert (report.republished, report.dead_lettered) == (len(good), bad.total()), report
-    assert [k for k in waiting_keys(shared_redis, keys) if shared_redis.exists(k)] == []
+    assert [k for k in waiting_keys(redis_client, keys) if redis_client.exists(k)] == []
     assert set(copies) <= {1}, f"good entries arrived this many times: {copies}"
+    assert [mid for mid in arrived if mid in good_ids] == good_ids, "good entries out of order"
     for e in good:
         assert bodies[e.message_id] == e.body, f"{e.kind} entry not republished byte for byte"
-    assert parked == bad, "the dead letters are not exactly the bad entries, unchanged"
-    assert all(letter.reason for letter in letters), [letter.reason for letter in letters]
+    assert [letter.original for letter in reversed(letters)] == [
+        e.raw for e in corpus if not e.good
+    ], "the dead letters are not exactly the bad entries, unchanged, oldest first"
+    assert all(letter.reason.strip() for letter in letters), [x.reason for x in letters]
+    assert sorted(status for _, status, _ in rows) == sorted(
+        ["republished"] * len(good) + ["dead_lettered"] * bad.total()
+    ), "an audit row that is neither republished nor dead-lettered"
     assert sorted(mid for mid, status, _ in rows if status == "republished") == sorted(
         e.message_id or "" for e in good
     )

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from fallbackbus import (
     BusCannotPublish,
@@ -27,31 +25,22 @@ from fallbackbus import (
 from fallbackbus.rabbitmq import RabbitMqPublisher
 from fallbackbus.replay import Replayer
 from fallbackbus.settings import Settings
+from fallbackbus.testing.faultproxy import FaultProxy
 from tests.faults.helpers import (
-    AMQP_URL,
     AuditDatabase,
-    Names,
     UserCreated,
     census,
     collect,
-    draining,
     entry_id,
     events,
     replay_until_empty,
 )
 from tests.faults.scoreboard import ScenarioRow
-from tests.support.consumer import QueueCounter
-from tests.support.faultproxy import FaultProxy
+from tests.support.consumer import QueueCounter, draining
 from tests.support.servers import PrivateRedis
+from tests.support.services import RABBITMQ_URL, REDIS_URL, Names, strict_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def strict_redis(url: str, timeout: float = 1.0) -> redis.Redis:
-    """A Redis client that never retries behind our back, so each fault reaches the bus."""
-    return redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
 
 
 @dataclass
@@ -126,22 +115,25 @@ def publish_from_threads(
 @pytest.mark.scenario(1, "10,000 messages, 4 threads, RabbitMQ link cut 3x, then replay")
 def test_ten_thousand_messages_from_four_threads_survive_three_link_cuts_and_replay(
     names: Names,
-    shared_redis: redis.Redis,
-    rabbit_proxy: FaultProxy,
+    redis_client: redis.Redis,
+    rabbitmq_proxy: FaultProxy,
     counter: QueueCounter,
     audit_db: AuditDatabase,
     score: ScenarioRow,
 ) -> None:
     total, batch_sizes = 10_000, (1, 1, 5, 25)
     connector = RabbitMqConnector(
-        rabbit_proxy.url_for(AMQP_URL), connect_timeout=1, confirm_timeout=2, breaker_cooldown=0.1
+        rabbitmq_proxy.url_for(RABBITMQ_URL),
+        connect_timeout=1,
+        confirm_timeout=2,
+        breaker_cooldown=0.1,
     )
     bus = RabbitMqDomainEventBus(
         names.organization,
         names.service,
         connector,
         fallback=RedisDomainEventBus(
-            names.organization, names.service, shared_redis, key_prefix=names.prefix
+            names.organization, names.service, redis_client, key_prefix=names.prefix
         ),
     )
     outcomes = Outcomes()
@@ -165,11 +157,11 @@ def test_ten_thousand_messages_from_four_threads_survive_three_link_cuts_and_rep
             if at >= total:
                 return
             if number == 0:
-                rabbit_proxy.cut()
+                rabbitmq_proxy.cut()
             else:
-                rabbit_proxy.refuse()
+                rabbitmq_proxy.refuse()
                 time.sleep(down_for)
-                rabbit_proxy.pass_through()
+                rabbitmq_proxy.pass_through()
             cuts.append(at)
 
     with draining(counter):
@@ -179,22 +171,21 @@ def test_ten_thousand_messages_from_four_threads_survive_three_link_cuts_and_rep
             bus, outcomes, batch_sizes, total // len(batch_sizes), on_progress=advance
         )
         chaos_thread.join()
-        fell_back = shared_redis.llen(names.keys().source)
+        fell_back = redis_client.llen(names.keys().source)
         replayer = Replayer(
-            redis=shared_redis,
-            publisher=RabbitMqPublisher(RabbitMqConnector(AMQP_URL)),
+            redis=redis_client,
+            publisher=RabbitMqPublisher(RabbitMqConnector(RABBITMQ_URL)),
             audit=audit_db.store(),
             settings=Settings.from_env({}),
             key_prefix=names.prefix,
         )
-        replay_until_empty(replayer, shared_redis, names.keys())
+        replay_until_empty(replayer, redis_client, names.keys())
     collect(counter, set(outcomes.acknowledged))
 
-    ledger = census(outcomes.acknowledged, counter.ids, shared_redis, names.keys())
-    score.count(
+    ledger = census(outcomes.acknowledged, counter.ids, redis_client, names.keys())
+    score.count_ledger(
+        ledger,
         messages=total,
-        lost=len(ledger.lost()),
-        duplicates=ledger.duplicate_count(),
         note=f"{fell_back:,} fell back to Redis during the cuts, all replayed",
     )
     assert not outcomes.unexpected, outcomes.unexpected[:3]
@@ -208,12 +199,12 @@ def test_ten_thousand_messages_from_four_threads_survive_three_link_cuts_and_rep
 
 @pytest.fixture
 def both_proxied(
-    names: Names, rabbit_proxy: FaultProxy, redis_proxy: FaultProxy
+    names: Names, rabbitmq_proxy: FaultProxy, redis_proxy: FaultProxy
 ) -> Iterator[RabbitMqDomainEventBus]:
     """A bus whose RabbitMQ and Redis fallback both go through fault proxies."""
-    fallback_client = strict_redis(redis_proxy.url_for("redis://127.0.0.1:6379/0"))
+    fallback_client = strict_redis(redis_proxy.url_for(REDIS_URL), timeout=1.0)
     connector = RabbitMqConnector(
-        rabbit_proxy.url_for(AMQP_URL),
+        rabbitmq_proxy.url_for(RABBITMQ_URL),
         connect_timeout=0.5,
         confirm_timeout=1,
         breaker_cooldown=0.05,
@@ -236,8 +227,8 @@ FLAPPING_SECONDS = 4.0
 @pytest.mark.scenario(4, "RabbitMQ and Redis both down, then both flapping")
 def test_with_rabbitmq_and_redis_down_every_publish_raises_and_no_acknowledged_id_is_missing(
     names: Names,
-    shared_redis: redis.Redis,
-    rabbit_proxy: FaultProxy,
+    redis_client: redis.Redis,
+    rabbitmq_proxy: FaultProxy,
     redis_proxy: FaultProxy,
     both_proxied: RabbitMqDomainEventBus,
     counter: QueueCounter,
@@ -247,13 +238,13 @@ def test_with_rabbitmq_and_redis_down_every_publish_raises_and_no_acknowledged_i
     rng = random.Random(seed)
 
     # Phase 1: both refuse connections. Every call must raise, naming both causes and every id.
-    rabbit_proxy.refuse()
+    rabbitmq_proxy.refuse()
     redis_proxy.refuse()
     down = Outcomes()
     publish_from_threads(both_proxied, down, batch_sizes=(1, 1, 10, 25), per_thread=50)
 
     # Phase 2: for a few seconds, every 10-80 ms one of the links passes, refuses or is cut.
-    rabbit_proxy.pass_through()
+    rabbitmq_proxy.pass_through()
     redis_proxy.pass_through()
     flapping = Outcomes()
     stop = threading.Event()
@@ -262,7 +253,7 @@ def test_with_rabbitmq_and_redis_down_every_publish_raises_and_no_acknowledged_i
         deadline = time.monotonic() + FLAPPING_SECONDS
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.01, 0.08))
-            proxy = rng.choice([rabbit_proxy, redis_proxy])
+            proxy = rng.choice([rabbitmq_proxy, redis_proxy])
             rng.choice([proxy.pass_through, proxy.pass_through, proxy.refuse, proxy.cut])()
         stop.set()
 
@@ -280,17 +271,16 @@ def test_with_rabbitmq_and_redis_down_every_publish_raises_and_no_acknowledged_i
         finally:
             stop.set()
             chaos_thread.join()
-            rabbit_proxy.pass_through()
+            rabbitmq_proxy.pass_through()
             redis_proxy.pass_through()
 
-    in_redis = census((), {}, shared_redis, names.keys()).fallback.keys()
+    in_redis = census((), {}, redis_client, names.keys()).fallback.keys()
     collect(counter, set(flapping.acknowledged) - in_redis)
-    ledger = census(flapping.acknowledged, counter.ids, shared_redis, names.keys())
+    ledger = census(flapping.acknowledged, counter.ids, redis_client, names.keys())
     refused_but_delivered = len(set(flapping.refused) & set(ledger.found))
-    score.count(
+    score.count_ledger(
+        ledger,
         messages=down.messages + flapping.messages,
-        lost=len(ledger.lost()),
-        duplicates=ledger.duplicate_count(),
         note=(
             f"down: {len(down.refused)}/{down.messages} raised; flapping: "
             f"{len(flapping.acknowledged):,} acknowledged, {len(flapping.refused):,} raised "
@@ -313,16 +303,16 @@ def test_with_rabbitmq_and_redis_down_every_publish_raises_and_no_acknowledged_i
 
 @pytest.mark.scenario(6, "private Redis (AOF, fsync always) SIGKILLed mid-fallback")
 def test_entries_acknowledged_by_an_aof_redis_survive_its_sigkill_and_restart(
-    names: Names, rabbit_proxy: FaultProxy, score: ScenarioRow
+    names: Names, rabbitmq_proxy: FaultProxy, score: ScenarioRow
 ) -> None:
-    rabbit_proxy.refuse()  # RabbitMQ is down all along: every message goes to the fallback
+    rabbitmq_proxy.refuse()  # RabbitMQ is down all along: every message goes to the fallback
     kills = 3
     with PrivateRedis(appendonly=True, appendfsync="always") as server:
-        client = strict_redis(server.url)
+        client = strict_redis(server.url, timeout=1.0)
         bus = RabbitMqDomainEventBus(
             names.organization,
             names.service,
-            RabbitMqConnector(rabbit_proxy.url_for(AMQP_URL), connect_timeout=0.5),
+            RabbitMqConnector(rabbitmq_proxy.url_for(RABBITMQ_URL), connect_timeout=0.5),
             fallback=RedisDomainEventBus(
                 names.organization, names.service, client, key_prefix=names.prefix
             ),

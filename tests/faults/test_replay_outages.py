@@ -16,12 +16,11 @@ import redis
 
 from fallbackbus import RabbitMqConnector
 from fallbackbus.rabbitmq import RabbitMqPublisher
-from fallbackbus.replay import STOPPED, Replayer, ReplayReport
+from fallbackbus.replay import STOPPED, Replayer
 from fallbackbus.settings import Settings
+from fallbackbus.testing.faultproxy import FaultProxy
 from tests.faults.helpers import (
-    AMQP_URL,
     AuditDatabase,
-    Names,
     census,
     collect,
     entry_id,
@@ -32,22 +31,10 @@ from tests.faults.helpers import (
 )
 from tests.faults.scoreboard import ScenarioRow
 from tests.support.consumer import QueueCounter
-from tests.support.faultproxy import FaultProxy
+from tests.support.replay import after_batches
+from tests.support.services import RABBITMQ_URL, Names
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def after_batches(count: int, action: Callable[[], None]) -> Callable[[ReplayReport], None]:
-    """An ``on_batch`` callback that calls ``action`` once, after the ``count``-th batch."""
-    seen = 0
-
-    def on_batch(report: ReplayReport) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == count:
-            action()
-
-    return on_batch
 
 
 def ids_in_redis(client: redis.Redis, names: Names) -> set[str]:
@@ -61,31 +48,31 @@ def ids_in_redis(client: redis.Redis, names: Names) -> set[str]:
 @pytest.mark.scenario(5, "audit PostgreSQL down mid-run (via proxy), 3 outages + 1 at start")
 def test_an_audit_database_outage_stops_the_run_and_nothing_leaves_redis_unaudited(
     names: Names,
-    shared_redis: redis.Redis,
+    redis_client: redis.Redis,
     counter: QueueCounter,
     audit_db: AuditDatabase,
-    pg_proxy: FaultProxy,
+    postgres_proxy: FaultProxy,
     score: ScenarioRow,
 ) -> None:
     total, batch_size, outages = 3000, 100, 3
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    sent = fill_backlog(shared_redis, names.organization, names.service, names.prefix, total)
+    sent = fill_backlog(redis_client, names, total)
     replayer = Replayer(
-        redis=shared_redis,
-        publisher=RabbitMqPublisher(RabbitMqConnector(AMQP_URL)),
-        audit=audit_db.store(audit_db.url(pg_proxy), connect_timeout=1),
+        redis=redis_client,
+        publisher=RabbitMqPublisher(RabbitMqConnector(RABBITMQ_URL)),
+        audit=audit_db.store(audit_db.url(postgres_proxy), connect_timeout=1),
         settings=Settings.from_env({}),
         key_prefix=names.prefix,
     )
 
     # Down before the run starts: nothing may be claimed, so nothing is published.
-    pg_proxy.refuse()
+    postgres_proxy.refuse()
     report = replayer.run("domain.events", batch_size=batch_size)
-    pg_proxy.pass_through()
+    postgres_proxy.pass_through()
     assert report.status == STOPPED, report
     assert report.republished == 0, report
-    assert shared_redis.llen(names.keys().source) == total
+    assert redis_client.llen(names.keys().source) == total
     counter.drain(None, idle=0.3)
     assert counter.received == 0, "published although the audit database was down"
 
@@ -95,24 +82,23 @@ def test_an_audit_database_outage_stops_the_run_and_nothing_leaves_redis_unaudit
         report = replayer.run(
             "domain.events",
             batch_size=batch_size,
-            on_batch=after_batches(rng.randint(1, 3), pg_proxy.refuse),
+            on_batch=after_batches(rng.randint(1, 3), postgres_proxy.refuse),
         )
         assert report.status == STOPPED, report
         assert "audit" in (report.stop_reason or ""), report
         # Every id is either audited (so it may be gone from Redis) or still in Redis.
-        accounted = ids_in_redis(shared_redis, names) | set(audit_db.ids_with("republished"))
+        accounted = ids_in_redis(redis_client, names) | set(audit_db.ids_with("republished"))
         unaudited_violations.extend(mid for mid in sent if mid not in accounted)
-        pg_proxy.pass_through()
+        postgres_proxy.pass_through()
         counter.drain(None, idle=0.1)
 
-    replay_until_empty(replayer, shared_redis, names.keys(), batch_size)
+    replay_until_empty(replayer, redis_client, names.keys(), batch_size)
     collect(counter, set(sent))
-    ledger = census(sent, counter.ids, shared_redis, names.keys())
+    ledger = census(sent, counter.ids, redis_client, names.keys())
     audited = audit_db.ids_with("republished")
-    score.count(
+    score.count_ledger(
+        ledger,
         messages=total,
-        lost=len(ledger.lost()),
-        duplicates=ledger.duplicate_count(),
         note=(
             f"bound {outages} x {batch_size} (a batch published but not audited is replayed); "
             f"{len(audited):,} republished rows; seed {seed}"
@@ -144,10 +130,10 @@ def test_a_hung_broker_ends_the_run_within_its_timeouts_with_entries_back_in_ord
     when: str,
     second_service: str | None,
     names: Names,
-    shared_redis: redis.Redis,
+    redis_client: redis.Redis,
     counter_for: Callable[[str], QueueCounter],
     audit_db: AuditDatabase,
-    rabbit_proxy: FaultProxy,
+    rabbitmq_proxy: FaultProxy,
     score: ScenarioRow,
 ) -> None:
     batch_size, first, rest = 200, 200, 1800
@@ -156,16 +142,16 @@ def test_a_hung_broker_ends_the_run_within_its_timeouts_with_entries_back_in_ord
     counters = {service: counter_for(f"{names.organization}.{service}") for service in expected}
     sent: list[str] = []
     for service, count in [(names.service, first), (second_service or names.service, rest)]:
-        ids = fill_backlog(shared_redis, names.organization, service, names.prefix, count)
+        ids = fill_backlog(redis_client, names, count, service)
         expected[service].update(ids)
         sent += ids
     source = names.keys().source
-    original = shared_redis.lrange(source, 0, -1)  # newest first, as LPUSHed
+    original = redis_client.lrange(source, 0, -1)  # newest first, as LPUSHed
     replayer = Replayer(
-        redis=shared_redis,
+        redis=redis_client,
         publisher=RabbitMqPublisher(
             RabbitMqConnector(
-                rabbit_proxy.url_for(AMQP_URL),
+                rabbitmq_proxy.url_for(RABBITMQ_URL),
                 connect_timeout=1,
                 confirm_timeout=1,
                 breaker_cooldown=0,
@@ -177,29 +163,28 @@ def test_a_hung_broker_ends_the_run_within_its_timeouts_with_entries_back_in_ord
     )
 
     if when == "before the run":
-        rabbit_proxy.hang()
+        rabbitmq_proxy.hang()
         on_batch = None
         expected_left = original
     else:
-        on_batch = after_batches(1, rabbit_proxy.hang)
+        on_batch = after_batches(1, rabbitmq_proxy.hang)
         expected_left = original[:-batch_size]  # the oldest batch went out before the hang
     report, elapsed, error = run_bounded(
         lambda: replayer.run("domain.events", batch_size=batch_size, on_batch=on_batch),
         bound=HANG_BOUND,
-        unblock=rabbit_proxy.cut,
+        unblock=rabbitmq_proxy.cut,
     )
-    left = shared_redis.lrange(source, 0, -1)
+    left = redis_client.lrange(source, 0, -1)
 
-    rabbit_proxy.pass_through()
-    replay_until_empty(replayer, shared_redis, names.keys(), batch_size)
+    rabbitmq_proxy.pass_through()
+    replay_until_empty(replayer, redis_client, names.keys(), batch_size)
     for service, one in counters.items():
         collect(one, expected[service], timeout=10)
     received = sum((one.ids for one in counters.values()), Counter[str]())
-    ledger = census(sent, received, shared_redis, names.keys())
-    score.count(
+    ledger = census(sent, received, redis_client, names.keys())
+    score.count_ledger(
+        ledger,
         messages=len(sent),
-        lost=len(ledger.lost()),
-        duplicates=ledger.duplicate_count(),
         note=f"run ended after {elapsed:.1f} s (bound {HANG_BOUND} s)",
     )
     assert error is None, error

@@ -34,18 +34,18 @@ from fallbackbus.rabbitmq import RabbitMqPublisher
 from fallbackbus.redis import redis_from_url
 from fallbackbus.replay import Replayer, replay_list
 from fallbackbus.settings import Settings
+from fallbackbus.testing.faultproxy import FaultProxy
 from tests.faults.helpers import (
-    REDIS_URL,
     AuditDatabase,
-    Names,
     UserCreated,
     events,
     fill_backlog,
 )
 from tests.faults.scoreboard import ScenarioRow
 from tests.support.consumer import QueueCounter
-from tests.support.faultproxy import FaultProxy
+from tests.support.replay import after_batches
 from tests.support.servers import free_port
+from tests.support.services import REDIS_URL, Names
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -131,18 +131,18 @@ def broken_replay_run(
     names: Names,
     client: redis.Redis,
     counter: QueueCounter,
-    rabbit_proxy: FaultProxy,
+    rabbitmq_proxy: FaultProxy,
     audit: SqlAuditStore,
     amqp_closed: str,
 ) -> Any:
     """A run whose broker dies after the first batch, through a cluster list whose first node
     (closed, with a password) is in every connect error: audit rows full of error text."""
-    fill_backlog(client, names.organization, names.service, names.prefix, 30)
+    fill_backlog(client, names, 30)
     replayer = Replayer(
         redis=client,
         publisher=RabbitMqPublisher(
             RabbitMqConnector(
-                f"{amqp_closed};{rabbit_proxy.url_for('amqp://guest:guest@127.0.0.1:5672//')}",
+                f"{amqp_closed};{rabbitmq_proxy.url_for('amqp://guest:guest@127.0.0.1:5672//')}",
                 connect_timeout=1,
                 confirm_timeout=1,
                 breaker_cooldown=0,
@@ -152,15 +152,9 @@ def broken_replay_run(
         settings=Settings.from_env({}),
         key_prefix=names.prefix,
     )
-    seen = 0
-
-    def break_after_first(_: Any) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == 1:
-            rabbit_proxy.refuse()
-
-    report = replayer.run("domain.events", batch_size=10, on_batch=break_after_first)
+    report = replayer.run(
+        "domain.events", batch_size=10, on_batch=after_batches(1, rabbitmq_proxy.refuse)
+    )
     counter.drain(None, idle=0.2)
     return report
 
@@ -176,9 +170,9 @@ def sweep(caplog: pytest.LogCaptureFixture) -> Sweep:
 def test_no_password_reaches_an_exception_a_log_line_redis_or_an_audit_row(
     style: str,
     names: Names,
-    shared_redis: redis.Redis,
+    redis_client: redis.Redis,
     counter: QueueCounter,
-    rabbit_proxy: FaultProxy,
+    rabbitmq_proxy: FaultProxy,
     audit_db: AuditDatabase,
     sweep: Sweep,
     caplog: pytest.LogCaptureFixture,
@@ -207,7 +201,7 @@ def test_no_password_reaches_an_exception_a_log_line_redis_or_an_audit_row(
         names.service,
         RabbitMqConnector(urls.amqp_refused_login, connect_timeout=2),
         fallback=RedisDomainEventBus(
-            names.organization, names.service, shared_redis, key_prefix=names.prefix
+            names.organization, names.service, redis_client, key_prefix=names.prefix
         ),
     )
     refused_login_bus.publish(UserCreated(user_id="refused-login", sequence=0))
@@ -215,7 +209,9 @@ def test_no_password_reaches_an_exception_a_log_line_redis_or_an_audit_row(
     # A replay run whose broker dies mid-run, audited in PostgreSQL through a URL with a password.
     audit = audit_db.store(urls.pg_working)
     sweep.add("repr(audit store)", audit)
-    report = broken_replay_run(names, shared_redis, counter, rabbit_proxy, audit, urls.amqp_closed)
+    report = broken_replay_run(
+        names, redis_client, counter, rabbitmq_proxy, audit, urls.amqp_closed
+    )
     sweep.add("replay report", report.as_dict())
 
     # The audit database unreachable: before a run, and through the whole replay_list entry point.
@@ -223,7 +219,7 @@ def test_no_password_reaches_an_exception_a_log_line_redis_or_an_audit_row(
     sweep.add("repr(closed audit store)", closed_audit)
     expect_error(sweep, "audit ping", closed_audit.ping)
     stopped = Replayer(
-        redis=shared_redis,
+        redis=redis_client,
         publisher=RabbitMqPublisher(RabbitMqConnector(urls.amqp_closed, connect_timeout=1)),
         audit=closed_audit,
         settings=Settings.from_env({}),
@@ -245,7 +241,7 @@ def test_no_password_reaches_an_exception_a_log_line_redis_or_an_audit_row(
     # What was written down: Redis entries and dead letters, audit rows.
     keys = names.keys()
     for key in (keys.source, keys.dead):
-        for raw in shared_redis.lrange(key, 0, -1):
+        for raw in redis_client.lrange(key, 0, -1):
             sweep.add(f"redis {key}", raw.decode(errors="replace"))
     for row in audit_db.outcomes():
         sweep.add("audit outcome row", row)
@@ -266,9 +262,9 @@ def test_no_password_reaches_an_exception_a_log_line_redis_or_an_audit_row(
 @pytest.mark.scenario(9, "passwords in every URL: `fallbackbus --verbose` output")
 def test_no_password_reaches_the_output_of_any_fallbackbus_command(
     names: Names,
-    shared_redis: redis.Redis,
+    redis_client: redis.Redis,
     counter: QueueCounter,
-    rabbit_proxy: FaultProxy,
+    rabbitmq_proxy: FaultProxy,
     audit_db: AuditDatabase,
     score: ScenarioRow,
 ) -> None:
@@ -276,7 +272,7 @@ def test_no_password_reaches_the_output_of_any_fallbackbus_command(
         pytest.skip("the `fallbackbus` console script is not installed in this environment")
     urls = Urls.with_passwords(PASSWORDS["plain"], audit_db)
     audit = audit_db.store(urls.pg_working)
-    broken_replay_run(names, shared_redis, counter, rabbit_proxy, audit, urls.amqp_closed)
+    broken_replay_run(names, redis_client, counter, rabbitmq_proxy, audit, urls.amqp_closed)
     message_id = audit_db.outcomes()[0][0]
     closed = {
         "FALLBACKBUS_RABBITMQ_URL": urls.amqp_closed,

@@ -2,7 +2,7 @@
 
 Every outage is made with a TCP proxy (or a listener that never answers) that the test controls;
 the shared services are never stopped. Each test uses its own organization (so its own exchange)
-and its own Redis key prefix, and deletes both afterwards.
+and its own Redis key prefix, and deletes both afterwards (the fixtures of ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import statistics
 import threading
 import time
 import traceback
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
-import kombu
 import pytest
 import redis
 
@@ -35,15 +33,14 @@ from fallbackbus import (
     RedisDomainEventBus,
 )
 from fallbackbus.redis import store as redis_store
+from fallbackbus.testing.faultproxy import FaultProxy
 from tests.support.accounting import Ledger
-from tests.support.consumer import QueueCounter
-from tests.support.faultproxy import FaultProxy
+from tests.support.consumer import QueueCounter, rejecting_queue
 from tests.support.servers import HungListener, PrivateRedis
+from tests.support.services import RABBITMQ_URL, REDIS_URL, Names, delete_exchange
 
 pytestmark = pytest.mark.integration
 
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SERVICE = "petisco"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -71,38 +68,9 @@ class CreateUser(Command):
 
 
 @pytest.fixture
-def organization() -> Iterator[str]:
-    """A unique organization, hence a unique ``{organization}.petisco`` exchange (deleted after)."""
-    name = f"t{uuid.uuid4().hex[:8]}"
-    yield name
-    with kombu.Connection(RABBITMQ_URL) as connection:
-        kombu.Exchange(f"{name}.{SERVICE}", "topic", durable=True)(
-            connection.default_channel
-        ).delete()
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A unique Redis key prefix; every key under it is deleted afterwards."""
-    prefix = f"test:{uuid.uuid4().hex}:"
-    yield prefix
-    keys = list(redis_client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        redis_client.delete(*keys)
-
-
-@pytest.fixture
-def counter(organization: str) -> Iterator[QueueCounter]:
-    """A queue bound with ``#`` to the test's exchange (created before anything is published)."""
-    with QueueCounter(f"{organization}.{SERVICE}") as queue:
-        yield queue
+def service() -> str:
+    """Every bus of these tests publishes as petisco's own service would: to ``{org}.petisco``."""
+    return SERVICE
 
 
 @pytest.fixture
@@ -116,18 +84,16 @@ def connectors() -> Iterator[list[RabbitMqConnector]]:
 
 @pytest.fixture
 def make_bus(
-    organization: str,
-    redis_client: redis.Redis,
-    key_prefix: str,
-    connectors: list[RabbitMqConnector],
+    names: Names, redis_client: redis.Redis, connectors: list[RabbitMqConnector]
 ) -> BusFactory:
     """Build a RabbitMQ event bus for this test, falling back to its own Redis list."""
 
     def build(url: str = RABBITMQ_URL, **connector_options: Any) -> RabbitMqDomainEventBus:
         connector = RabbitMqConnector(url, **connector_options)
         connectors.append(connector)
-        fallback = RedisDomainEventBus(organization, SERVICE, redis_client, key_prefix=key_prefix)
-        return RabbitMqDomainEventBus(organization, SERVICE, connector, fallback=fallback)
+        org = names.organization
+        fallback = RedisDomainEventBus(org, SERVICE, redis_client, key_prefix=names.prefix)
+        return RabbitMqDomainEventBus(org, SERVICE, connector, fallback=fallback)
 
     return build
 
@@ -159,26 +125,27 @@ def petisco_body(message: DomainEvent | Command, attributes: dict[str, Any]) -> 
 
 
 @pytest.fixture
-def rejecting_queue(organization: str) -> Iterator[Callable[[str], None]]:
-    """Bind a queue that refuses every message routed to it (max length 0, reject-publish), so
-    RabbitMQ nacks them: https://www.rabbitmq.com/docs/maxlength#overflow-behaviour."""
-    name = f"test.rejecting.{uuid.uuid4().hex}"
-    exchange = kombu.Exchange(f"{organization}.{SERVICE}", "topic", durable=True)
-    with kombu.Connection(RABBITMQ_URL) as connection:
-        channel = connection.channel()
-        exchange(channel).declare()
+def orders_nacked(names: Names) -> Iterator[None]:
+    """RabbitMQ nacks every ``order_placed`` event of this test's exchange."""
+    with rejecting_queue(names.exchange, f"{names.exchange}.1.event.order_placed"):
+        yield
 
-        def bind(routing_key: str) -> None:
-            kombu.Queue(
-                name,
-                exchange,
-                routing_key=routing_key,
-                durable=False,
-                queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
-            )(channel).declare()
 
-        yield bind
-        kombu.Queue(name)(channel).delete()
+def exit_code_of_forked_child(action: Callable[[], None]) -> int:
+    """Fork; the child runs ``action`` and reports only through its exit status (it never returns
+    into pytest); the parent waits for it."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            action()
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status)
 
 
 # -- arriving at RabbitMQ -------------------------------------------------------------------------
@@ -260,15 +227,13 @@ def test_an_unroutable_message_goes_to_redis_with_its_reason_and_a_routable_one_
     assert stats == {f"{organization}|petisco|fell_back".encode(): b"1"}
 
 
+@pytest.mark.usefixtures("orders_nacked")
 def test_every_nacked_message_of_a_batch_is_in_redis_exactly_once_and_no_acked_one_is(
     make_bus: BusFactory,
-    organization: str,
     counter: QueueCounter,
-    rejecting_queue: Callable[[str], None],
     redis_client: redis.Redis,
     key_prefix: str,
 ) -> None:
-    rejecting_queue(f"{organization}.petisco.1.event.order_placed")
     bus = make_bus()
     orders = [OrderPlaced(order_id=str(i)) for i in range(100)]
     users = [UserCreated(user_id=str(i)) for i in range(100)]
@@ -356,8 +321,9 @@ def test_rabbitmq_and_redis_both_down_raises_bus_cannot_publish_naming_both_with
         assert "s3cret" not in shown
 
 
+@pytest.mark.usefixtures("orders_nacked")
 def test_with_redis_down_bus_cannot_publish_lists_exactly_the_nacked_and_returned_messages(
-    organization: str, rejecting_queue: Callable[[str], None], connectors: list[RabbitMqConnector]
+    organization: str, connectors: list[RabbitMqConnector]
 ) -> None:
     users = [UserCreated(user_id=str(i)) for i in range(3)]  # routed and acked
     orders = [OrderPlaced(order_id=str(i)) for i in range(3)]  # nacked
@@ -370,7 +336,6 @@ def test_with_redis_down_bus_cannot_publish_lists_exactly_the_nacked_and_returne
         ) as only_users,
         FaultProxy("127.0.0.1", 6379) as redis_proxy,
     ):
-        rejecting_queue(f"{organization}.petisco.1.event.order_placed")
         redis_proxy.refuse()
         client = redis.Redis.from_url(redis_proxy.url_for(REDIS_URL))
         fallback = RedisDomainEventBus(organization, SERVICE, client, key_prefix="test:never:")
@@ -500,6 +465,7 @@ def test_a_broker_that_stops_answering_mid_publish_costs_at_most_the_confirm_tim
 
 
 def test_a_broker_that_stops_answering_never_holds_a_publish_to_a_new_exchange_forever(
+    names: Names,
     organization: str,
     redis_client: redis.Redis,
     key_prefix: str,
@@ -522,7 +488,7 @@ def test_a_broker_that_stops_answering_never_holds_a_publish_to_a_new_exchange_f
                 organization, other_service, redis_client, key_prefix=key_prefix
             ),
         )
-        with QueueCounter(f"{organization}.{SERVICE}"):
+        with QueueCounter(names.exchange):
             first.publish(UserCreated(user_id="warm-up"))
         proxy.hang()
         message = UserCreated(user_id="1")
@@ -534,10 +500,7 @@ def test_a_broker_that_stops_answering_never_holds_a_publish_to_a_new_exchange_f
         took = time.monotonic() - started
         still_waiting = publisher.is_alive()
     publisher.join(timeout=5)  # the proxy is gone: the socket errors out and the thread ends
-    with kombu.Connection(RABBITMQ_URL) as connection:
-        kombu.Exchange(f"{organization}.{other_service}", "topic")(
-            connection.default_channel
-        ).delete()
+    delete_exchange(f"{organization}.{other_service}")
 
     assert not still_waiting, f"publish still blocked after {took:.1f} s on a silent broker"
     assert stored_ids(redis_client, f"{key_prefix}domain.events") == Counter(
@@ -559,22 +522,16 @@ def test_a_child_forked_during_a_probe_publishes_to_rabbitmq_after_the_cooldown(
         proxy.pass_through()  # ... while the broker is reachable again for new connections
         in_child = UserCreated(user_id="child")
 
-        pid = os.fork()  # ... and the process forks mid-probe (the probe thread stays behind)
-        if pid == 0:
-            status = 1
-            try:
-                time.sleep(0.3)  # past the cool-down
-                bus.publish(in_child)
-                status = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(status)
-        _, wait_status = os.waitpid(pid, 0)
+        def past_the_cooldown() -> None:
+            time.sleep(0.3)
+            bus.publish(in_child)
+
+        # ... and the process forks mid-probe (the probe thread stays behind)
+        child_exit = exit_code_of_forked_child(past_the_cooldown)
         probe.join()
         counter.drain(1, timeout=2)
 
-    assert os.waitstatus_to_exitcode(wait_status) == 0
+    assert child_exit == 0
     assert in_child.message_id in counter.ids, (
         "the child inherited the parent's in-flight probe and skips RabbitMQ for good"
     )
@@ -623,23 +580,13 @@ def test_a_bus_used_before_a_fork_publishes_in_the_child_and_still_in_the_parent
     [pooled] = bus.connector._idle
     in_child = UserCreated(user_id="child")
 
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit status only, never return into pytest
-        status = 1
-        try:
-            bus.publish(in_child)
-            status = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(status)
-    _, wait_status = os.waitpid(pid, 0)
+    child_exit = exit_code_of_forked_child(lambda: bus.publish(in_child))
 
     after = UserCreated(user_id="parent-after")
     bus.publish(after)
     counter.drain(3, timeout=5)
 
-    assert os.waitstatus_to_exitcode(wait_status) == 0
+    assert child_exit == 0
     assert counter.ids == Counter({m.message_id: 1 for m in [before, in_child, after]})
     assert redis_client.llen(f"{key_prefix}domain.events") == 0, "a publish fell back to Redis"
     assert bus.connector._idle == [pooled], "the child broke the parent's pooled connection"

@@ -28,7 +28,8 @@ import redis
 from fallbackbus.audit import SqlAuditStore
 from fallbackbus.rabbitmq.publisher import RabbitMqPublisher
 from fallbackbus.replay import Replayer, ReplayReport
-from tests.replay.conftest import RABBITMQ_URL, REDIS_URL, connector, settings
+from tests.replay.conftest import connector, settings
+from tests.support.services import RABBITMQ_URL, REDIS_URL
 
 
 def say(line: str) -> None:

@@ -2,8 +2,9 @@
 
 Every test gets its own organization (so its own exchange ``{org}.svc``, bound to a
 ``QueueCounter`` *before* anything is replayed), its own Redis key prefix and its own audit
-database (a SQLite file, or a PostgreSQL schema selected through ``search_path``). Everything is
-removed afterwards. Outages are made with ``FaultProxy``; the shared services are never touched.
+database (a SQLite file, or a PostgreSQL schema selected through ``search_path``): the fixtures of
+``tests/conftest.py``, which remove them afterwards. Outages are made with ``FaultProxy``; the
+shared services are never touched.
 
 Every message is counted by id: a test calls ``tally.record(...)`` and the counts (messages,
 lost, duplicates) are printed as a table at the end of the run.
@@ -12,39 +13,30 @@ lost, duplicates) are printed as a table at the end of the run.
 from __future__ import annotations
 
 import json
-import os
 import select
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import kombu
 import pytest
 import redis
-from sqlalchemy import create_engine, make_url, text
 
 from fallbackbus import DomainEvent, RabbitMqConnector, RedisDomainEventBus, Settings
 from fallbackbus.audit import AuditQueries, OutcomeRow, SqlAuditStore
 from fallbackbus.envelope import decode_dead_letter
 from fallbackbus.rabbitmq.publisher import RabbitMqPublisher
 from fallbackbus.redis.keys import ListKeys
-from fallbackbus.replay import Replayer
+from fallbackbus.replay import Replayer, ReplayReport
 from tests.support.accounting import Ledger
 from tests.support.consumer import QueueCounter
+from tests.support.processes import end_process
+from tests.support.services import RABBITMQ_URL
 
-RABBITMQ_URL = os.environ.get(
-    "FALLBACKBUS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"
-)
-REDIS_URL = os.environ.get("FALLBACKBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PG_URL = os.environ.get(
-    "FALLBACKBUS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 SERVICE = "svc"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Short bounded waits, so outage tests end fast; the circuit breaker never skips a test's run.
@@ -99,92 +91,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
-# -- Redis ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=2)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A Redis key prefix of this test's own; every key under it is deleted afterwards."""
-    prefix = f"test:replay:{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    for key in redis_client.scan_iter(f"{prefix}*", count=1000):
-        redis_client.delete(key)
-
-
-# -- RabbitMQ ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def organization() -> str:
-    return f"t{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def counter(organization: str) -> Iterator[QueueCounter]:
-    """Counts every message that reaches ``{organization}.svc``; bound before any replay."""
-    with QueueCounter(f"{organization}.{SERVICE}", url=RABBITMQ_URL) as queue_counter:
-        yield queue_counter
-        queue_counter.delete_exchange()
-
-
-def delete_exchange(name: str) -> None:
-    with kombu.Connection(RABBITMQ_URL) as connection:
-        kombu.Exchange(name, "topic", durable=True)(connection.default_channel).delete()
-
-
-def bind_rejecting_queue(exchange: str) -> Callable[[], None]:
-    """Bind a queue that refuses every message (max-length 0, reject-publish): RabbitMQ nacks.
-
-    Returns a function that deletes the queue.
-    """
-    connection = kombu.Connection(RABBITMQ_URL)
-    channel = connection.channel()
-    queue = kombu.Queue(
-        f"test.rejecting.{uuid.uuid4().hex}",
-        kombu.Exchange(exchange, "topic", durable=True),
-        routing_key="#",
-        durable=False,
-        auto_delete=False,
-        queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
-    )
-    queue(channel).declare()
-
-    def remove() -> None:
-        queue(channel).delete()
-        connection.release()
-
-    return remove
-
-
 # -- audit databases -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'audit.db'}"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose connections all use a schema of this test's own (dropped after)."""
-    schema = f"fallbackbus_replay_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture
@@ -223,6 +130,11 @@ def outcomes(store: SqlAuditStore, **filters: Any) -> list[OutcomeRow]:
         rows.extend(page)
         if len(page) < 10_000:
             return rows
+
+
+def republished(store: SqlAuditStore) -> Counter[str]:
+    """How many 'republished' audit rows each message id has."""
+    return Counter(row.message_id for row in outcomes(store) if row.status == "republished")
 
 
 # -- replay --------------------------------------------------------------------------------------
@@ -401,6 +313,29 @@ def ledger_for(
     return ledger
 
 
+@pytest.fixture
+def account(counter: QueueCounter, backlog: Backlog, tally: Tally) -> Callable[..., Ledger]:
+    """``account(ids)``: the ledger of ``ids`` against ``counter`` and ``backlog``, tallied, with
+    nothing lost and (unless ``allow_duplicates``) nothing delivered twice; returns the ledger."""
+
+    def check(
+        ids: Sequence[str], *, allow_duplicates: bool = False, backlog: Backlog = backlog
+    ) -> Ledger:
+        ledger = ledger_for(ids, counter, backlog)
+        tally.ledger(ledger)
+        ledger.assert_nothing_lost(allow_duplicates=allow_duplicates)
+        return ledger
+
+    return check
+
+
+def assert_stopped(report: ReplayReport, because: str) -> None:
+    """The run stopped and its reason names ``because`` (e.g. the service that failed)."""
+    assert report.status == "stopped"
+    assert report.stop_reason is not None
+    assert because in report.stop_reason
+
+
 # -- child processes (crashes and concurrent drains) ---------------------------------------------
 
 
@@ -442,9 +377,7 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL: no finally blocks, no clean-up, like an OOM kill or a lost host."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
+        end_process(self.process)
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()

@@ -1,30 +1,21 @@
 """Replay runs killed with SIGKILL at each step, and several runs draining one list at once.
 
 The runs under test live in child processes (``tests/replay/_child.py``) so that a real SIGKILL
-hits them: no ``finally``, no clean-up, exactly what an OOM kill or a lost host does.
+hits them: no ``finally``, no clean-up, exactly what an OOM kill or a lost host does. A drain
+killed at random points again and again is fault scenario 2 (``tests/faults``).
 """
 
 from __future__ import annotations
 
 import json
-import random
-import time
-from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
 from fallbackbus.audit import SqlAuditStore
-from fallbackbus.replay import Replayer
-from tests.replay.conftest import (
-    Backlog,
-    Child,
-    Tally,
-    entry_ids,
-    ledger_for,
-    outcomes,
-    received_ids,
-)
+from fallbackbus.replay import Replayer, ReplayReport
+from tests.replay.conftest import Backlog, Child, entry_ids, received_ids, republished
+from tests.support.accounting import Ledger
 from tests.support.consumer import QueueCounter
 
 pytestmark = pytest.mark.integration
@@ -32,108 +23,96 @@ pytestmark = pytest.mark.integration
 BATCH = 100
 
 
-def first_seen(ids: list[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
+@pytest.fixture
+def stalled(
+    children: Callable[..., Child], key_prefix: str, sqlite_url: str
+) -> Callable[..., Child]:
+    """``stalled(step, nth, lease_seconds)``: a run in batches of 100, stopped inside its ``nth``
+    ``step`` call (``"publish"``: claimed, nothing sent; ``"record"``: confirmed, not yet audited
+    nor deleted), waiting to be SIGKILLed."""
+
+    def start(step: str, nth: int, lease_seconds: float) -> Child:
+        child = children(
+            prefix=key_prefix,
+            audit_url=sqlite_url,
+            lease_seconds=lease_seconds,
+            batch_size=BATCH,
+            stall=step,
+            stall_on=nth,
+        )
+        child.expect("STALLED")
+        return child
+
+    return start
 
 
-def test_a_run_killed_between_claim_and_publish_is_recovered_after_its_lease_in_order(
+@pytest.fixture
+def recover(
+    backlog: Backlog, sqlite_audit: SqlAuditStore, make_replayer: Callable[..., Replayer]
+) -> Callable[[], ReplayReport]:
+    """Once the dead run's 1 s lease has expired, one more run drains the list."""
+
+    def run() -> ReplayReport:
+        backlog.wait_for_leases_to_expire()
+        replayer = make_replayer(sqlite_audit, replay_lease_seconds=1.0)
+        return replayer.run(backlog.keys.name, batch_size=BATCH)
+
+    return run
+
+
+def claimed_batches(backlog: Backlog) -> list[list[str]]:
+    """The ids in each processing list (a claimed, unfinished batch)."""
+    return [entry_ids(entries) for entries in backlog.processing_lists().values()]
+
+
+@pytest.mark.parametrize(
+    ("step", "confirmed"),
+    [
+        pytest.param("publish", False, id="killed-between-claim-and-publish"),
+        pytest.param("record", True, id="killed-after-publish-before-audit-and-delete"),
+    ],
+)
+def test_a_run_killed_mid_batch_is_recovered_after_its_lease_in_order_and_audited_once(
+    step: str,
+    confirmed: bool,
     backlog: Backlog,
     organization: str,
     counter: QueueCounter,
-    sqlite_url: str,
     sqlite_audit: SqlAuditStore,
-    make_replayer: Callable[..., Replayer],
-    children: Callable[..., Child],
-    key_prefix: str,
-    tally: Tally,
+    stalled: Callable[..., Child],
+    recover: Callable[[], ReplayReport],
+    account: Callable[..., Ledger],
 ) -> None:
-    # Given 1,000 entries and a run that is killed after claiming its third batch of 100
+    # Given 1,000 entries and a run killed inside its third batch of 100: after claiming it and
+    # before publishing it, or once RabbitMQ ``confirmed`` it, before it wrote that batch's
+    # audit rows and deleted the entries
     ids = backlog.add(1000, organization)
-    child = children(
-        prefix=key_prefix,
-        audit_url=sqlite_url,
-        lease_seconds=1.0,
-        batch_size=BATCH,
-        stall="publish",
-        stall_on=3,
-    )
-    child.expect("STALLED")
+    sent = ids[: 3 * BATCH] if confirmed else ids[: 2 * BATCH]
+    child = stalled(step, 3, lease_seconds=1.0)
+    counter.drain(expected=len(sent), timeout=5)
     child.kill()
 
     # Then the claimed batch sits in the dead run's processing list, the rest in the source
-    counter.drain(expected=2 * BATCH, timeout=5)
-    assert received_ids(counter) == ids[: 2 * BATCH]
-    processing = backlog.processing_lists()
-    assert [entry_ids(entries) for entries in processing.values()] == [ids[2 * BATCH : 3 * BATCH]]
+    assert received_ids(counter) == sent
+    assert claimed_batches(backlog) == [ids[2 * BATCH : 3 * BATCH]]
     assert entry_ids(backlog.entries()) == ids[3 * BATCH :]
     backlog.assert_counters_balance()
 
     # When its lease has expired and another run starts
-    backlog.wait_for_leases_to_expire()
-    report = make_replayer(sqlite_audit, replay_lease_seconds=1.0).run(
-        backlog.keys.name, batch_size=BATCH
-    )
-    counter.drain(expected=len(ids), timeout=10)
+    report = recover()
+    twice = ids[2 * BATCH : 3 * BATCH] if confirmed else []
+    counter.drain(expected=len(ids) + len(twice), timeout=10)
 
-    # Then that run recovers the batch first and everything arrives once, in original order
+    # Then that run recovers the batch first and everything arrives in original order, only a
+    # batch RabbitMQ had confirmed a second time; every id has one audit row
     assert (report.status, report.recovered, report.republished) == ("completed", BATCH, 800)
-    assert received_ids(counter) == ids
-    republished = Counter(r.message_id for r in outcomes(sqlite_audit) if r.status == "republished")
-    assert republished == dict.fromkeys(ids, 1)
+    assert list(dict.fromkeys(received_ids(counter))) == ids
+    assert sorted(counter.duplicates()) == sorted(twice)
+    assert republished(sqlite_audit) == dict.fromkeys(ids, 1)
     assert backlog.processing_lists() == {}
     assert backlog.client.zcard(backlog.keys.leases) == 0
     backlog.assert_counters_balance()
-    ledger = ledger_for(ids, counter, backlog)
-    tally.ledger(ledger)
-    ledger.assert_nothing_lost(allow_duplicates=False)
-
-
-def test_a_run_killed_after_publish_before_delete_is_republished_once_more_and_audited_once(
-    backlog: Backlog,
-    organization: str,
-    counter: QueueCounter,
-    sqlite_url: str,
-    sqlite_audit: SqlAuditStore,
-    make_replayer: Callable[..., Replayer],
-    children: Callable[..., Child],
-    key_prefix: str,
-    tally: Tally,
-) -> None:
-    # Given 1,000 entries and a run killed once RabbitMQ confirmed its third batch, before it
-    # wrote that batch's audit rows and deleted the entries
-    ids = backlog.add(1000, organization)
-    child = children(
-        prefix=key_prefix,
-        audit_url=sqlite_url,
-        lease_seconds=1.0,
-        batch_size=BATCH,
-        stall="record",
-        stall_on=3,
-    )
-    child.expect("STALLED")
-    counter.drain(expected=3 * BATCH, timeout=5)
-    child.kill()
-    assert received_ids(counter) == ids[: 3 * BATCH]
-    processing = backlog.processing_lists()
-    assert [entry_ids(entries) for entries in processing.values()] == [ids[2 * BATCH : 3 * BATCH]]
-
-    # When its lease has expired and another run starts
-    backlog.wait_for_leases_to_expire()
-    report = make_replayer(sqlite_audit, replay_lease_seconds=1.0).run(
-        backlog.keys.name, batch_size=BATCH
-    )
-    counter.drain(expected=len(ids) + BATCH, timeout=10)
-
-    # Then nothing is lost; only that one batch went out twice; every id has one audit row
-    assert (report.status, report.recovered, report.republished) == ("completed", BATCH, 800)
-    assert first_seen(received_ids(counter)) == ids
-    assert sorted(counter.duplicates()) == sorted(ids[2 * BATCH : 3 * BATCH])
-    republished = Counter(r.message_id for r in outcomes(sqlite_audit) if r.status == "republished")
-    assert republished == dict.fromkeys(ids, 1)
-    backlog.assert_counters_balance()
-    ledger = ledger_for(ids, counter, backlog)
-    tally.ledger(ledger)
-    ledger.assert_nothing_lost()
+    ledger = account(ids, allow_duplicates=confirmed)
     assert ledger.duplicate_count() <= BATCH
 
 
@@ -141,24 +120,14 @@ def test_a_live_runs_processing_list_is_not_taken_by_another_run_before_its_leas
     backlog: Backlog,
     organization: str,
     counter: QueueCounter,
-    sqlite_url: str,
     sqlite_audit: SqlAuditStore,
     make_replayer: Callable[..., Replayer],
-    children: Callable[..., Child],
-    key_prefix: str,
-    tally: Tally,
+    stalled: Callable[..., Child],
+    account: Callable[..., Ledger],
 ) -> None:
     # Given a run (with a 60 s lease) that has claimed a batch and is slow to publish it
     ids = backlog.add(500, organization)
-    child = children(
-        prefix=key_prefix,
-        audit_url=sqlite_url,
-        lease_seconds=60.0,
-        batch_size=BATCH,
-        stall="publish",
-        stall_on=1,
-    )
-    child.expect("STALLED")
+    child = stalled("publish", 1, lease_seconds=60.0)
 
     # When another run drains the same list meanwhile
     report = make_replayer(sqlite_audit).run(backlog.keys.name, batch_size=BATCH)
@@ -167,12 +136,9 @@ def test_a_live_runs_processing_list_is_not_taken_by_another_run_before_its_leas
     # Then it leaves the live run's batch alone and drains only the rest
     assert (report.recovered, report.republished) == (0, len(ids) - BATCH)
     assert received_ids(counter) == ids[BATCH:]
-    processing = backlog.processing_lists()
-    assert [entry_ids(entries) for entries in processing.values()] == [ids[:BATCH]]
+    assert claimed_batches(backlog) == [ids[:BATCH]]
     child.kill()
-    ledger = ledger_for(ids, counter, backlog)
-    tally.ledger(ledger)
-    ledger.assert_nothing_lost(allow_duplicates=False)
+    account(ids)
 
 
 @pytest.mark.slow
@@ -186,7 +152,7 @@ def test_concurrent_drains_of_one_backlog_lose_nothing_and_duplicate_nothing(
     pg_audit: SqlAuditStore,
     children: Callable[..., Child],
     key_prefix: str,
-    tally: Tally,
+    account: Callable[..., Ledger],
 ) -> None:
     # Given 20,000 entries and several replay processes, audited in one PostgreSQL database
     ids = backlog.add(20_000, organization)
@@ -209,63 +175,8 @@ def test_concurrent_drains_of_one_backlog_lose_nothing_and_duplicate_nothing(
     assert all(r["republished"] > 0 for r in reports), "some worker never got a batch"
     assert counter.duplicates() == {}
     assert set(counter.ids) == set(ids)
-    republished = Counter(r.message_id for r in outcomes(pg_audit) if r.status == "republished")
-    assert republished == dict.fromkeys(ids, 1)
+    assert republished(pg_audit) == dict.fromkeys(ids, 1)
     assert backlog.entries() == []
     assert backlog.processing_lists() == {}
     backlog.assert_counters_balance()
-    ledger = ledger_for(ids, counter, backlog)
-    tally.ledger(ledger)
-    ledger.assert_nothing_lost(allow_duplicates=False)
-
-
-@pytest.mark.slow
-def test_a_drain_killed_at_random_points_five_times_loses_nothing(
-    backlog: Backlog,
-    organization: str,
-    counter: QueueCounter,
-    sqlite_url: str,
-    sqlite_audit: SqlAuditStore,
-    make_replayer: Callable[..., Replayer],
-    children: Callable[..., Child],
-    key_prefix: str,
-    tally: Tally,
-) -> None:
-    # Given 20,000 entries
-    ids = backlog.add(20_000, organization)
-    seed = random.randrange(2**32)
-    chance = random.Random(seed)
-    batch, kills = 500, 5
-
-    # When five runs in a row are SIGKILLed at random moments of their drain
-    for _ in range(kills):
-        run = children(
-            prefix=key_prefix,
-            audit_url=sqlite_url,
-            lease_seconds=1.0,
-            batch_size=batch,
-            wait_for_go=True,
-        )
-        run.expect("READY")
-        run.say("go")
-        time.sleep(chance.uniform(0.05, 0.4))
-        run.kill()
-    # ... and, once their leases expire, one more run drains what is left
-    backlog.wait_for_leases_to_expire()
-    report = make_replayer(sqlite_audit, replay_lease_seconds=1.0).run(
-        backlog.keys.name, batch_size=batch
-    )
-    counter.drain(expected=len(ids), timeout=30)
-    counter.drain(timeout=2, idle=0.5)  # stragglers: duplicates
-
-    # Then nothing is lost, at most one batch per kill went out twice, each id is audited
-    ledger = ledger_for(ids, counter, backlog)
-    tally.ledger(ledger)
-    assert report.status == "completed", f"seed {seed}"
-    assert backlog.entries() == []
-    assert backlog.processing_lists() == {}
-    ledger.assert_nothing_lost()
-    assert ledger.duplicate_count() <= kills * batch, f"seed {seed}: {ledger.summary()}"
-    audited = {r.message_id for r in outcomes(sqlite_audit) if r.status == "republished"}
-    assert audited == set(ids), f"seed {seed}"
-    backlog.assert_counters_balance()
+    account(ids)

@@ -1,4 +1,5 @@
-"""Memory stays flat however long the list is: a sanity check, not the benchmark."""
+"""Memory stays flat however long the list is: a sanity check, not the benchmark (``bench/``
+measures the peak on 1,000,000 entries)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ from tests.support.consumer import QueueCounter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ENTRIES = 200_000
+# Each entry below is 370 bytes: 100,000 of them are 35 MB of JSON in Redis. Held at once, as a
+# list of bytes (what LRANGE of the whole list returns), they add 41 MB to a process's resident
+# set; decoded with json.loads, 290 MB. A drain in batches adds about 8 MB over the whole run
+# (measured: RSS before the run to its peak; the first batch's connections and caches included).
+# The bound sits between the two: 25 MB, half the 50 MB this test allowed for 200,000 entries.
+ENTRIES = 100_000
 BATCH = 1000
-MAX_GROWTH = 50 * 1024 * 1024
+MAX_GROWTH = 25 * 1024 * 1024
 
 
 def small_events(organization: str, start: int, count: int) -> list[Outgoing]:
-    """Ready-made petisco bodies: a 200,000-entry backlog is written in seconds, not minutes."""
+    """Ready-made petisco bodies: a 100,000-entry backlog is written in seconds, not minutes."""
     events = []
     for index in range(start, start + count):
         message_id = str(uuid.uuid4())
@@ -53,7 +59,7 @@ def small_events(organization: str, start: int, count: int) -> list[Outgoing]:
     return events
 
 
-def test_draining_200000_entries_in_batches_keeps_the_resident_memory_flat(
+def test_draining_100000_entries_in_batches_keeps_the_resident_memory_flat(
     backlog: Backlog,
     organization: str,
     counter: QueueCounter,
@@ -63,7 +69,7 @@ def test_draining_200000_entries_in_batches_keeps_the_resident_memory_flat(
     key_prefix: str,
     tally: Tally,
 ) -> None:
-    # Given 200,000 small entries stored the way the buses store them
+    # Given 100,000 small entries stored the way the buses store them
     store = RedisFallbackStore(backlog.client, backlog.keys)
     ids: list[str] = []
     for start in range(0, ENTRIES, 10_000):
@@ -85,10 +91,11 @@ def test_draining_200000_entries_in_batches_keeps_the_resident_memory_flat(
     report = json.loads(run.expect("REPORT"))
     consume.join()
 
-    # Then every entry went out once, and the resident set grew by less than 50 MB over the
-    # run (the backlog itself is over 60 MB of JSON: it was never loaded at once)
+    # Then every entry went out once, and the resident set grew by less than 25 MB from before
+    # the run (or after its first batch, if lower) to its peak: the 35 MB backlog was never
+    # loaded at once, neither up front nor bit by bit
     samples = memory["samples"]
-    growth = max(samples) - samples[0]
+    growth = max(samples) - min(memory["before"], samples[0])
     ledger = ledger_for(ids, counter, backlog)
     tally.ledger(ledger)
     assert (report["status"], report["republished"]) == ("completed", ENTRIES)

@@ -11,15 +11,8 @@ import pytest
 
 from fallbackbus.audit import AuditQueries, SqlAuditStore
 from fallbackbus.replay import REPLAYED_HEADER, Replayer
-from tests.replay.conftest import (
-    SERVICE,
-    Backlog,
-    Tally,
-    ledger_for,
-    message_span,
-    outcomes,
-    received_ids,
-)
+from tests.replay.conftest import SERVICE, Backlog, message_span, outcomes, received_ids
+from tests.support.accounting import Ledger
 from tests.support.consumer import QueueCounter
 
 pytestmark = pytest.mark.integration
@@ -31,7 +24,7 @@ def test_stored_events_are_republished_once_oldest_first_byte_for_byte_audited_i
     counter: QueueCounter,
     pg_audit: SqlAuditStore,
     make_replayer: Callable[..., Replayer],
-    tally: Tally,
+    account: Callable[..., Ledger],
 ) -> None:
     # Given 1,000 events that fell back to Redis
     ids = backlog.add(1000, organization)
@@ -75,9 +68,7 @@ def test_stored_events_are_republished_once_oldest_first_byte_for_byte_audited_i
     assert backlog.dead_letters() == []
     assert backlog.stats()["fell_back"] == backlog.stats()["republished"] == 1000
     backlog.assert_counters_balance()
-    ledger = ledger_for(ids, counter, backlog)
-    tally.ledger(ledger)
-    ledger.assert_nothing_lost(allow_duplicates=False)
+    account(ids)
 
 
 def petisco_body(organization: str, kind: str, dotted_type: str) -> dict[str, object]:
@@ -100,7 +91,7 @@ def test_entries_written_by_petisco_in_its_events_list_are_republished_byte_for_
     counter: QueueCounter,
     sqlite_audit: SqlAuditStore,
     make_replayer: Callable[..., Replayer],
-    tally: Tally,
+    account: Callable[..., Ledger],
 ) -> None:
     # Given petisco's envelope (organization, service, message and nothing else) in 'events',
     # written with petisco's json.dumps defaults and, to be sure nothing re-serializes the body,
@@ -143,6 +134,4 @@ def test_entries_written_by_petisco_in_its_events_list_are_republished_byte_for_
     # petisco never counted them as fallen back: replay counts them on sight, so it balances
     assert backlog.entries() == []
     backlog.assert_counters_balance()
-    ledger = ledger_for(ids, counter, backlog)
-    tally.ledger(ledger)
-    ledger.assert_nothing_lost(allow_duplicates=False)
+    account(ids, backlog=backlog)

@@ -7,6 +7,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import kombu
@@ -15,19 +16,17 @@ import pytest
 from fallbackbus.audit import SqlAuditStore
 from fallbackbus.replay import Replayer
 from tests.replay.conftest import (
-    RABBITMQ_URL,
     SERVICE,
     Backlog,
     Tally,
-    bind_rejecting_queue,
-    delete_exchange,
     entry_ids,
     ledger_for,
     outcomes,
     received_ids,
 )
 from tests.support.accounting import Ledger
-from tests.support.consumer import QueueCounter
+from tests.support.consumer import QueueCounter, rejecting_queue
+from tests.support.services import RABBITMQ_URL, delete_exchange
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +142,29 @@ def test_poison_entries_of_every_kind_are_dead_lettered_with_a_reason_and_never_
     ledger.assert_nothing_lost(allow_duplicates=False)
 
 
-def test_a_deeply_nested_entry_is_dead_lettered_instead_of_crashing_the_run(
+def deeply_nested(organization: str) -> bytes:
+    """A 200 kB entry (well under the size limit) whose message nests 100,000 arrays."""
+    nested = "[" * 100_000 + "]" * 100_000
+    envelope = f'{{"organization": "{organization}", "service": "{SERVICE}", "message": {nested}}}'
+    return envelope.encode()
+
+
+def routing_key_too_long(organization: str) -> bytes:
+    """An entry whose type makes a routing key over AMQP's 255-byte limit."""
+    return entry(organization, body(type="user." + "x" * 300))
+
+
+@pytest.mark.parametrize(
+    ("poison", "good_before", "good_after"),
+    [
+        pytest.param(deeply_nested, 2, 2, id="nested-too-deep-to-parse"),
+        pytest.param(routing_key_too_long, 0, 5, id="routing-key-too-long-for-amqp"),
+    ],
+)
+def test_an_entry_that_could_crash_the_run_is_dead_lettered_and_blocks_nothing(
+    poison: Callable[[str], bytes],
+    good_before: int,
+    good_after: int,
     backlog: Backlog,
     organization: str,
     counter: QueueCounter,
@@ -151,47 +172,22 @@ def test_a_deeply_nested_entry_is_dead_lettered_instead_of_crashing_the_run(
     make_replayer: Callable[..., Replayer],
     tally: Tally,
 ) -> None:
-    # Given a 200 kB entry (well under the size limit) whose message nests 100,000 arrays
-    good = backlog.add(2, organization)
-    nested = "[" * 100_000 + "]" * 100_000
-    backlog.push_raw(
-        f'{{"organization": "{organization}", "service": "{SERVICE}", "message": {nested}}}'
-    )
-    good += backlog.add(2, organization)
+    # Given the entry among good ones
+    good = backlog.add(good_before, organization)
+    backlog.push_raw(poison(organization))
+    good += backlog.add(good_after, organization)
 
     # When the list is replayed
     report = make_replayer(sqlite_audit).run(backlog.keys.name, batch_size=10)
     counter.drain(expected=len(good), timeout=5)
 
-    # Then it is parked like any other unreadable entry and the good ones go through
-    assert (report.status, report.republished, report.dead_lettered) == ("completed", 4, 1)
+    # Then it is parked like any other unreadable entry, RabbitMQ is not blamed for it, and the
+    # good ones go through
+    assert (report.status, report.stop_reason) == ("completed", None)
+    assert (report.republished, report.dead_lettered) == (len(good), 1)
     assert received_ids(counter) == good
     assert len(backlog.dead_letters()) == 1
     assert backlog.processing_lists() == {}
-    ledger = ledger_for(good, counter, backlog)
-    tally.record(len(good) + 1, len(ledger.lost()), ledger.duplicate_count())
-
-
-def test_an_entry_whose_routing_key_is_too_long_for_amqp_is_dead_lettered_and_blocks_nothing(
-    backlog: Backlog,
-    organization: str,
-    counter: QueueCounter,
-    sqlite_audit: SqlAuditStore,
-    make_replayer: Callable[..., Replayer],
-    tally: Tally,
-) -> None:
-    # Given an entry whose type makes a routing key over AMQP's 255-byte limit, at the oldest end
-    backlog.push_raw(entry(organization, body(type="user." + "x" * 300)))
-    good = backlog.add(5, organization)
-
-    # When the list is replayed
-    report = make_replayer(sqlite_audit).run(backlog.keys.name, batch_size=10)
-    counter.drain(expected=len(good), timeout=5)
-
-    # Then RabbitMQ is not blamed for it: it is parked and the entries behind it republished
-    assert (report.status, report.stop_reason) == ("completed", None)
-    assert (report.republished, report.dead_lettered) == (5, 1)
-    assert received_ids(counter) == good
     ledger = ledger_for(good, counter, backlog)
     tally.record(len(good) + 1, len(ledger.lost()), ledger.duplicate_count())
     ledger.assert_nothing_lost(allow_duplicates=False)
@@ -292,16 +288,18 @@ def test_entries_rabbitmq_keeps_refusing_are_parked_after_max_attempts_each_atte
     # queue that rejects every publish
     ids = backlog.add(4, organization)
     exchange = f"{organization}.{SERVICE}"
-    unbind = (lambda: None) if refusal.startswith("returned") else bind_rejecting_queue(exchange)
+    refusing: AbstractContextManager[None] = (
+        nullcontext() if refusal.startswith("returned") else rejecting_queue(exchange)
+    )
     replayer = make_replayer(sqlite_audit, replay_max_attempts=3)
     try:
         # When replay runs until the list is empty (at most one run per allowed attempt)
-        runs = 0
-        while backlog.entries() and runs < 3:
-            replayer.run(backlog.keys.name)
-            runs += 1
+        with refusing:
+            runs = 0
+            while backlog.entries() and runs < 3:
+                replayer.run(backlog.keys.name)
+                runs += 1
     finally:
-        unbind()
         delete_exchange(exchange)
 
     # Then each entry was tried 3 times: 2 'returned' rows and then parked with the reason

@@ -4,21 +4,25 @@ Fault tests publish N messages through a misbehaving network and then need to kn
 per message id, how many copies arrived. ``QueueCounter`` binds a private queue to the
 exchange with ``#`` *when it is created* -- create it before publishing, or messages
 routed while no queue was bound are silently dropped by RabbitMQ and look "lost".
+``counting`` also deletes the (test's own) exchange afterwards; ``draining`` keeps a counter
+reading while a long test runs; ``rejecting_queue`` makes RabbitMQ nack what it routes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
 import kombu
 
-DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672//"
+from tests.support.services import RABBITMQ_URL, delete_exchange
 
 # (routing_key, body, properties, headers)
 Received = tuple[str, bytes, dict[str, Any], dict[str, Any]]
@@ -42,7 +46,7 @@ class QueueCounter:
     ``messages``/``bodies``). Use as a context manager or call ``close()``.
     """
 
-    def __init__(self, exchange: str, url: str = DEFAULT_URL, routing_key: str = "#") -> None:
+    def __init__(self, exchange: str, url: str = RABBITMQ_URL, routing_key: str = "#") -> None:
         self.exchange = kombu.Exchange(exchange, "topic", durable=True)
         self.queue_name = f"test.counter.{uuid.uuid4().hex}"
         self.ids: Counter[str] = Counter()
@@ -107,10 +111,6 @@ class QueueCounter:
         """Message ids delivered more than once, with their delivery counts."""
         return {mid: n for mid, n in self.ids.items() if n > 1}
 
-    def delete_exchange(self) -> None:
-        """Delete the exchange (tests use a unique one per run and clean it up)."""
-        self.exchange(self._connection.default_channel).delete()
-
     def close(self) -> None:
         with contextlib.suppress(Exception):  # the connection may already be broken
             self._consumer.cancel()
@@ -126,3 +126,56 @@ class QueueCounter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def counting(exchange: str, routing_key: str = "#") -> Iterator[QueueCounter]:
+    """A ``QueueCounter`` on a test's own ``exchange``, which is deleted afterwards."""
+    try:
+        with QueueCounter(exchange, routing_key=routing_key) as counter:
+            yield counter
+    finally:
+        delete_exchange(exchange)
+
+
+@contextlib.contextmanager
+def draining(counter: QueueCounter) -> Iterator[QueueCounter]:
+    """Consume in a background thread while the body runs.
+
+    A consumer that stops reading gets its connection closed by RabbitMQ once a socket write to
+    it blocks for ``send_timeout`` (15 s by default), and its exclusive queue -- with everything
+    in it -- is deleted. Long scenarios therefore read as they go. The counter must not be used
+    by anyone else until the block ends.
+    """
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            counter.drain(None, timeout=0.5, idle=0.5)
+
+    thread = threading.Thread(target=consume, name="consumer", daemon=True)
+    thread.start()
+    try:
+        yield counter
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def rejecting_queue(exchange: str, routing_key: str = "#") -> Iterator[None]:
+    """Bind a queue that refuses every message routed to it (max length 0, reject-publish), so
+    RabbitMQ nacks them: https://www.rabbitmq.com/docs/maxlength#overflow-behaviour."""
+    with kombu.Connection(RABBITMQ_URL) as connection:
+        queue = kombu.Queue(
+            f"test.rejecting.{uuid.uuid4().hex}",
+            kombu.Exchange(exchange, "topic", durable=True),
+            routing_key=routing_key,
+            durable=False,
+            queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )(connection.default_channel)
+        queue.declare()  # the exchange first, then the queue and its binding
+        try:
+            yield
+        finally:
+            queue.delete()

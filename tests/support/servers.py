@@ -25,6 +25,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.support.processes import end_process
+
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
@@ -44,8 +46,7 @@ def _config_value(value: str | int | bool) -> str:
 
 def _reap(box: list[subprocess.Popen[bytes]], directory: Path) -> None:
     for process in box:
-        process.kill()
-        process.wait()
+        end_process(process)
     box.clear()
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -142,15 +143,8 @@ class PrivateRedis:
 
     def _end(self, sig: signal.Signals) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(sig)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            end_process(process, sig)
 
     def close(self) -> None:
         """Kill the server and delete its directory."""
