@@ -413,12 +413,7 @@ def replay(
                 "Replay",
                 [
                     _Column("source_list", "List"),
-                    _Column("status", "Status"),
-                    _Column("republished", "Republished", numeric=True),
-                    _Column("dead_lettered", "Dead-lettered", numeric=True),
-                    _Column("returned", "Returned", numeric=True),
-                    _Column("recovered", "Recovered", numeric=True),
-                    _Column("duration_seconds", "Duration", numeric=True, show=_seconds),
+                    *_RUN_COUNTS,
                     _Column("run_id", "Run"),
                     _Column("stop_reason", "Note"),
                 ],
@@ -589,12 +584,7 @@ def audit_summary(
                 [
                     _Column("started_at", "Started (UTC)", show=_time),
                     _Column("source_list", "List"),
-                    _Column("status", "Status"),
-                    _Column("republished", "Republished", numeric=True),
-                    _Column("dead_lettered", "Dead-lettered", numeric=True),
-                    _Column("returned", "Returned", numeric=True),
-                    _Column("recovered", "Recovered", numeric=True),
-                    _Column("duration_seconds", "Duration", numeric=True, show=_seconds),
+                    *_RUN_COUNTS,
                     _Column("stop_reason", "Note"),
                 ],
                 run_rows,
@@ -979,6 +969,17 @@ def _iso_time(value: str | None) -> str:
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
+
+
+# How a replay run reads, in `replay` and in `audit summary`'s runs table alike.
+_RUN_COUNTS = [
+    _Column("status", "Status"),
+    _Column("republished", "Republished", numeric=True),
+    _Column("dead_lettered", "Dead-lettered", numeric=True),
+    _Column("returned", "Returned", numeric=True),
+    _Column("recovered", "Recovered", numeric=True),
+    _Column("duration_seconds", "Duration", numeric=True, show=_seconds),
+]
 
 
 def _age(seconds: float | None) -> str:
