@@ -198,8 +198,10 @@ def _skip(text: str, i: int, chars: str) -> int:
 
 
 def _field(doc: dict[str, Any], key: str, kind: type[Any]) -> Any:
-    value = doc.get(key)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+    if key not in doc:
+        return None
+    value = doc[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
         raise PoisonEntry(f"entry key {key!r} is not a {kind.__name__}")
     return value
 
