@@ -176,6 +176,27 @@ def test_a_published_event_arrives_with_the_petisco_routing_key_body_and_amqp_pr
     assert redis_client.llen(f"{key_prefix}domain.events") == 0
 
 
+def test_given_a_cluster_url_list_whose_first_node_is_down_publishes_reach_the_next_node(
+    make_bus: BusFactory,
+    counter: QueueCounter,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    # Given FALLBACKBUS_RABBITMQ_URL-style list: a node that refuses, then the real broker
+    with FaultProxy("127.0.0.1", 5672) as down:
+        down.refuse()
+        bus = make_bus(f"{down.url_for(RABBITMQ_URL)};{RABBITMQ_URL}", connect_timeout=2.0)
+        events = [UserCreated(user_id=str(i), name="Ada") for i in range(3)]
+
+        # When a batch is published
+        bus.publish(events)
+        counter.drain(len(events), timeout=5)
+
+    # Then every event reached RabbitMQ through the second node, and none fell back
+    assert sorted(counter.ids) == sorted(e.message_id for e in events)
+    assert redis_client.llen(f"{key_prefix}domain.events") == 0
+
+
 def test_a_dispatched_command_arrives_with_the_command_routing_key_and_body(
     organization: str,
     counter: QueueCounter,
