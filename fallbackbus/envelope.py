@@ -19,6 +19,7 @@ from fallbackbus.errors import InvalidMessage
 from fallbackbus.messages import KIND_COMMAND, KIND_DOMAIN_EVENT, Outgoing
 
 _DECODER = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # public, untyped
 _KINDS = (KIND_DOMAIN_EVENT, KIND_COMMAND)
 
@@ -51,16 +52,6 @@ def encode(
     return f'{head[:-1]}, "message": '.encode() + outgoing.body + f", {tail[1:]}".encode()
 
 
-def with_attempts(entry: StoredEntry, attempts: int) -> bytes:
-    """The same entry with a new attempt count (the body is carried over byte for byte)."""
-    return encode(
-        entry.outgoing,
-        reason=entry.reason or "",
-        attempts=attempts,
-        stored_at=entry.stored_at,
-    )
-
-
 def decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
     """Decode a stored entry, or raise :class:`PoisonEntry` with the reason it can never be sent."""
     try:
@@ -90,9 +81,7 @@ def _decode(raw: bytes | str, *, max_bytes: int) -> StoredEntry:
         raise PoisonEntry(f"entry is not valid JSON ({exc})") from None
     except ValueError as exc:  # e.g. an integer over Python's 4,300-digit conversion limit
         raise PoisonEntry(f"entry cannot be read as JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise PoisonEntry("entry is not a JSON object")
-    if not doc:
+    if not doc:  # a dict: the text starts with "{" and is valid JSON
         raise PoisonEntry("entry is an empty JSON object")
     organization = _field(doc, "organization", str)
     service = _field(doc, "service", str)
@@ -154,45 +143,24 @@ def peek_identity(raw: bytes | str) -> dict[str, Any]:
 
 
 def _top_level_spans(text: str) -> dict[str, tuple[int, int]]:
-    """Map each top-level key of a JSON object to the (start, end) span of its raw value."""
-    ws = " \t\n\r"
-    n = len(text)
-    i = _skip(text, 0, ws)
-    if i >= n or text[i] != "{":
-        raise PoisonEntry("entry is not a JSON object")
+    """Map each top-level key to the (start, end) span of its raw value. ``text`` is a non-empty
+    JSON object that ``json.loads`` has already accepted, so no step here can meet bad syntax."""
     spans: dict[str, tuple[int, int]] = {}
-    i = _skip(text, i + 1, ws)
-    if i < n and text[i] == "}":
-        raise PoisonEntry("entry is an empty JSON object")
-    try:
-        while True:
-            if i >= n or text[i] != '"':
-                raise PoisonEntry("entry is not valid JSON (expected a key)")
-            key, i = _scanstring(text, i + 1)
-            i = _skip(text, i, ws)
-            if i >= n or text[i] != ":":
-                raise PoisonEntry("entry is not valid JSON (expected ':')")
-            start = _skip(text, i + 1, ws)
-            _, end = _DECODER.raw_decode(text, start)
-            spans[key] = (start, end)
-            i = _skip(text, end, ws)
-            if i < n and text[i] == ",":
-                i = _skip(text, i + 1, ws)
-                continue
-            if i < n and text[i] == "}":
-                break
-            raise PoisonEntry("entry is not valid JSON (truncated)")
-    except ValueError as exc:
-        if isinstance(exc, PoisonEntry):
-            raise
-        raise PoisonEntry(f"entry is not valid JSON ({exc})") from None
-    if _skip(text, i + 1, ws) != n:
-        raise PoisonEntry("entry has trailing data after the JSON object")
-    return spans
+    i = _skip(text, _skip(text, 0) + 1)  # past "{": at the first key's opening quote
+    while True:
+        key, i = _scanstring(text, i + 1)
+        start = _skip(text, _skip(text, i) + 1)  # past ":"
+        _, end = _DECODER.raw_decode(text, start)
+        spans[key] = (start, end)
+        i = _skip(text, end)  # at "," or the closing "}"
+        if text[i] == "}":
+            return spans
+        i = _skip(text, i + 1)
 
 
-def _skip(text: str, i: int, chars: str) -> int:
-    while i < len(text) and text[i] in chars:
+def _skip(text: str, i: int) -> int:
+    """The first index at or after ``i`` that is not JSON white space."""
+    while i < len(text) and text[i] in _JSON_SPACE:
         i += 1
     return i
 
@@ -223,7 +191,7 @@ def _raw_span(text: str, message: Any) -> str:
     # top-level key. Only trusted if what is found there decodes to the very same value.
     at = text.find('"message":')
     if at > 0:
-        start = _skip(text, at + len('"message":'), " \t\n\r")
+        start = _skip(text, at + len('"message":'))
         try:
             value, end = _DECODER.raw_decode(text, start)
         except ValueError:

@@ -110,7 +110,6 @@ class Replayer:
         self._closers: list[Callable[[], None]] = []
         self._claim = redis.register_script(scripts.CLAIM)
         self._recover = redis.register_script(scripts.RECOVER)
-        self._renew = redis.register_script(scripts.RENEW)
         self._expired = redis.register_script(scripts.EXPIRED)
 
     @classmethod
@@ -274,7 +273,7 @@ class Replayer:
         out = entry.outgoing
         report.republished += 1
         batch.outcomes.append(self._outcome(report, entry, "republished", None, entry.attempts + 1))
-        self._count(batch, raw, out.organization, out.service, "republished", ours=entry.stored_at)
+        self._count(batch, out.organization, out.service, "republished", counted=_counted(entry))
 
     def _return(
         self,
@@ -289,10 +288,10 @@ class Replayer:
     ) -> None:
         report.returned += 1
         batch.outcomes.append(self._outcome(report, entry, "returned", why, attempts))
-        if rewrite or entry.stored_at is None:
+        if rewrite or not _counted(entry):
             # A foreign (petisco) entry is re-written in our envelope, so it is counted as
             # fell back now, once, like the ones we stored ourselves.
-            if entry.stored_at is None:
+            if not _counted(entry):
                 out = entry.outgoing
                 batch.counters[stats_field(out.organization, out.service, "fell_back")] += 1
             raw = encode(entry.outgoing, reason=why, attempts=attempts, stored_at=entry.stored_at)
@@ -330,15 +329,14 @@ class Replayer:
         batch.dead.append(
             encode_dead_letter(raw, reason=reason, source_list=keys.source, run_id=report.run_id)
         )
-        ours = entry.stored_at if entry is not None else ("" if is_ours(raw) else None)
-        self._count(batch, raw, org, svc, "dead_lettered", ours=ours)
+        counted = _counted(entry) if entry is not None else is_ours(raw)
+        self._count(batch, org, svc, "dead_lettered", counted=counted)
 
     @staticmethod
-    def _count(
-        batch: _Batch, raw: bytes, org: str, svc: str, counter: str, *, ours: str | None
-    ) -> None:
+    def _count(batch: _Batch, org: str, svc: str, counter: str, *, counted: bool) -> None:
+        """Move ``counter``; ``counted`` says the entry was already counted as fell back."""
         batch.counters[stats_field(org, svc, counter)] += 1
-        if ours is None:
+        if not counted:
             # Written by petisco or by hand: never counted as fell back; count it on first sight
             # so that fell back = republished + dead-lettered + waiting always balances.
             batch.counters[stats_field(org, svc, "fell_back")] += 1
@@ -427,6 +425,11 @@ class Replayer:
             except AuditUnavailable as exc:
                 logger.warning("could not record the end of run %s: %s", report.run_id, exc)
         return report
+
+
+def _counted(entry: StoredEntry) -> bool:
+    """Stored by a fallbackbus bus (which counted it as fell back), not by petisco or by hand."""
+    return entry.stored_at is not None
 
 
 def replay_list(

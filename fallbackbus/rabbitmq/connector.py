@@ -6,8 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,17 +88,6 @@ class RabbitMqConnector:
     @property
     def safe_url(self) -> str:
         return mask_url(";".join(self.urls))
-
-    @contextmanager
-    def lease(self) -> Iterator[Lease]:
-        """Borrow a connection; it goes back to the pool unless the body raised."""
-        lease = self.acquire()
-        try:
-            yield lease
-        except BaseException:
-            self.discard(lease)
-            raise
-        self.release(lease)
 
     def discard(self, lease: Lease) -> None:
         """Close a connection whose state is unknown (error, timeout): never reuse it."""
@@ -195,8 +183,7 @@ class RabbitMqConnector:
         inherited, self._idle = self._idle, []
         for lease in inherited:
             _detach_socket(lease.connection)
-        self._lock = threading.Lock()
-        self.breaker.reset_after_fork()
+        self._lock = threading.Lock()  # the breaker resets itself on its first use here
         self._pid = os.getpid()
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 DOMAIN_EVENTS = "domain.events"
 COMMANDS = "commands"
-PETISCO_EVENTS = "events"
 _GLOB = re.compile(r"([*?\[\]\\])")
 COUNTERS = ("fell_back", "republished", "dead_lettered", "requeued", "purged")
 

@@ -50,13 +50,6 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return moved
 """
 
-# KEYS: leases   ARGV: run_id, lease_seconds
-RENEW = """
-local now = tonumber(redis.call('TIME')[1])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-return now
-"""
-
 # KEYS: leases   ARGV: (none) -> run ids whose lease has expired
 EXPIRED = """
 local now = tonumber(redis.call('TIME')[1])

@@ -16,7 +16,6 @@ from fallbackbus.envelope import (
     encode_dead_letter,
     is_ours,
     peek_identity,
-    with_attempts,
 )
 from fallbackbus.messages import Outgoing, prepare
 
@@ -113,14 +112,32 @@ def test_a_missing_version_defaults_to_one() -> None:
     assert entry.outgoing.version == 1
 
 
-def test_with_attempts_rewrites_the_count_and_keeps_body_reason_and_time() -> None:
+def test_re_encoding_a_decoded_entry_with_a_new_count_keeps_body_reason_and_time() -> None:
     entry = decode(encode(outgoing(), reason="nacked", stored_at="then"), max_bytes=LIMIT)
 
-    again = decode(with_attempts(entry, 4), max_bytes=LIMIT)
+    again = decode(
+        encode(entry.outgoing, reason="nacked", attempts=4, stored_at=entry.stored_at),
+        max_bytes=LIMIT,
+    )
 
     assert again.attempts == 4
     assert again.outgoing.body == entry.outgoing.body
     assert (again.reason, again.stored_at) == ("nacked", "then")
+
+
+def test_the_body_is_found_byte_for_byte_behind_a_nested_message_key_and_odd_spacing() -> None:
+    # A "message" key nested in an earlier value defeats the fast path; the exact scan must
+    # still return the top-level body's own bytes, spacing and key order untouched.
+    raw_body = '{ "data" :{"id": "m1", "type": "user.created", "type_message": "domain_event"} }'
+    raw = (
+        '\n{"meta": {"message": {"data": {"id": "decoy"}}},\t"organization" : "acme",'
+        f'"service":"petisco" ,  "message" :\n {raw_body}  }}\n'
+    )
+
+    entry = decode(raw, max_bytes=LIMIT)
+
+    assert entry.outgoing.body == raw_body.encode()
+    assert entry.outgoing.message_id == "m1"
 
 
 @pytest.mark.parametrize(
